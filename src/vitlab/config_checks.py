@@ -1,0 +1,107 @@
+"""Validate a composed config before any data is loaded or model built.
+
+Each rule names its key; the first failure raises ConfigError with one line saying what is
+wrong and what would fix it. The README's table of checks is generated from RULES' docs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+from .models.pos_embed.base import WHERE
+from .models.vit import POOLS
+
+_MISSING = object()
+
+
+def get(cfg: DictConfig, key: str, default=_MISSING):
+    value = OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
+    return value
+
+
+def _number(cfg, key, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
+    value = get(cfg, key, None)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{key}={value!r} must be {kind}")
+    below = lo is not None and (value <= lo if lo_open else value < lo)
+    above = hi is not None and (value >= hi if hi_open else value > hi)
+    if below or above:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+        raise ConfigError(f"{key}={value} is outside {rng}")
+
+
+def check_model(cfg: DictConfig) -> None:
+    """model: sizes positive integers, heads divide the width, patch divides the image
+    (pure embedding), drop rates in [0, 1), pool and positional `where` known."""
+    m = cfg.model
+    for key in ("embed_dim", "depth", "num_heads", "patch_size"):
+        _number(cfg, f"model.{key}", lo=1, integer=True)
+    _number(cfg, "model.mlp_ratio", lo=0, lo_open=True)
+    for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+        _number(cfg, f"model.{key}", lo=0, hi=1, hi_open=True)
+    if m.embed_dim % m.num_heads:
+        divisors = [h for h in range(1, 33) if m.embed_dim % h == 0]
+        raise ConfigError(f"model.num_heads={m.num_heads} does not divide model.embed_dim="
+                          f"{m.embed_dim}; use one of {divisors}")
+    if get(cfg, "model.pool", "cls") not in POOLS:
+        raise ConfigError(f"model.pool={m.pool!r} is not one of {', '.join(POOLS)}")
+    img = get(cfg, "data.img_size", None)
+    if get(cfg, "model.embed", None) is None and isinstance(img, int) and img % m.patch_size:
+        divisors = [p for p in range(2, img // 2 + 1) if img % p == 0]
+        raise ConfigError(f"model.patch_size={m.patch_size} does not divide data.img_size={img}; "
+                          f"use one of {divisors}")
+    where = get(cfg, "model.pos_embed.where", None)
+    if where is not None and where not in WHERE:
+        raise ConfigError(f"model.pos_embed.where={where!r} is not one of {', '.join(WHERE)}")
+
+
+def check_data(cfg: DictConfig) -> None:
+    """data: classes >= 2, image size and batch size positive, fractions in range,
+    samples_per_class positive."""
+    _number(cfg, "data.num_classes", lo=2, integer=True)
+    _number(cfg, "data.img_size", lo=1, integer=True)
+    _number(cfg, "data.in_chans", lo=1, integer=True)
+    _number(cfg, "data.batch_size", lo=1, integer=True)
+    _number(cfg, "data.num_workers", lo=0, integer=True)
+    _number(cfg, "data.train_fraction", lo=0, hi=1, lo_open=True)
+    _number(cfg, "data.val_fraction", lo=0, hi=1, lo_open=True, hi_open=True)
+    _number(cfg, "data.samples_per_class", lo=1, integer=True)
+
+
+def check_module(cfg: DictConfig) -> None:
+    """module: lr > 0, weight decay >= 0, label smoothing and min-lr ratio in [0, 1),
+    warm-up >= 0."""
+    _number(cfg, "module.optimizer.lr", lo=0, lo_open=True)
+    _number(cfg, "module.weight_decay", lo=0)
+    _number(cfg, "module.label_smoothing", lo=0, hi=1, hi_open=True)
+    _number(cfg, "module.warmup_epochs", lo=0)
+    _number(cfg, "module.min_lr_ratio", lo=0, hi=1, hi_open=True)
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """trainer: max_epochs >= 1 (or -1 with max_steps), gradient clipping >= 0."""
+    epochs = get(cfg, "trainer.max_epochs", None)
+    if epochs is not None and epochs != -1:
+        _number(cfg, "trainer.max_epochs", lo=1, integer=True)
+    _number(cfg, "trainer.gradient_clip_val", lo=0)
+
+
+RULES: list[Callable[[DictConfig], None]] = [check_data, check_model, check_module, check_trainer]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first invalid value (missing mandatory values included)."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = [k for k in missing if not k.startswith("hydra")]
+    if missing:
+        raise ConfigError(f"{missing[0]} must be set (e.g. `{missing[0]}=...` on the command line)")
+    for rule in RULES:
+        rule(cfg)

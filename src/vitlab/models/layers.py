@@ -1,0 +1,94 @@
+"""Transformer encoder layers: multi-head self-attention, MLP and the pre-LayerNorm block.
+
+The block knows nothing of positional variants: relative ones hand the attention an
+`AttentionPosition` (see pos_embed.py) that may rotate q/k and return an additive logit bias.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import StochasticDepth
+
+
+class AttentionPosition(Protocol):
+    """What a relative positional variant gives the attention of one block."""
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B, H, N, d) q and k -> possibly rotated q, k and an additive bias broadcastable
+        to the (B, H, N, N) logits (or None)."""
+        ...
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)  # one fused projection, as timm
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _qkv(self, x: torch.Tensor, pos: AttentionPosition | None):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        bias = None
+        if pos is not None:
+            q, k, bias = pos(q, k)
+        return q, k, v, bias
+
+    def forward(self, x: torch.Tensor, pos: AttentionPosition | None = None) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v, bias = self._qkv(x, pos)
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.0
+        )
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
+
+    @torch.no_grad()
+    def attention_logits(self, x: torch.Tensor, pos: AttentionPosition | None = None):
+        """Pre-softmax logits (B, H, N, N), computed explicitly: for analysis, not training."""
+        q, k, _, bias = self._qkv(x, pos)
+        logits = (q * self.scale) @ k.transpose(-2, -1)
+        return logits if bias is None else logits + bias
+
+
+class Mlp(nn.Module):
+    """Two-layer GELU MLP."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.drop_path = StochasticDepth(drop_path, "row")
+
+    def forward(self, x: torch.Tensor, pos: AttentionPosition | None = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), pos))
+        return x + self.drop_path(self.mlp(self.norm2(x)))

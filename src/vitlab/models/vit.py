@@ -1,0 +1,120 @@
+"""The Vision Transformer (Dosovitskiy et al., 2021), in plain PyTorch.
+
+image -> embed (patch or hybrid) -> [class token] -> positional variant -> L pre-LN blocks
+      -> LayerNorm -> pool (class token | mean of patch tokens) -> linear head
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import nn
+
+from .embed import PatchEmbed
+from .layers import Block
+from .pos_embed import Learned1d
+
+POOLS = ("cls", "mean")
+
+
+class VisionTransformer(nn.Module):
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        pool: str = "cls",
+        pos_embed: Callable[..., nn.Module] | None = None,
+        embed: Callable[..., nn.Module] | None = None,
+    ):
+        """`embed` and `pos_embed` are factories (e.g. functools.partial or Hydra `_partial_`):
+        embed(img_size=, patch_size=, in_chans=, embed_dim=) returns a module with `.grid`;
+        pos_embed(embed_dim=, grid=, num_prefix=, depth=, num_heads=) a PositionalEmbedding.
+        Defaults: linear patch projection and the learned 1-D table at the stem."""
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"num_heads {num_heads} does not divide embed_dim {embed_dim}")
+        if pool not in POOLS:
+            raise ValueError(f"pool={pool!r} is not one of {', '.join(POOLS)}")
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.pool = pool
+        self.embed = (embed or PatchEmbed)(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim
+        )
+        self.num_prefix = 1 if pool == "cls" else 0
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.num_prefix else None
+        self.pos_embed = (pos_embed or Learned1d)(
+            embed_dim=embed_dim, grid=self.embed.grid, num_prefix=self.num_prefix, depth=depth,
+            num_heads=num_heads,
+        )
+        self.pos_drop = nn.Dropout(drop_rate)
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth grows
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, r)
+            for r in rates
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self):
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear) and not name.startswith("embed."):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names exempt from weight decay beyond norms and biases (ndim <= 1):
+        the class token and every positional table."""
+        names = {f"pos_embed.{n}" for n, _ in self.pos_embed.named_parameters()}
+        return names | ({"cls_token"} if self.cls_token is not None else set())
+
+    def tokens(self, x: torch.Tensor):
+        """Embedded tokens with class token and stem positions, plus what attention needs."""
+        x, grid = self.embed(x)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        x = self.pos_drop(self.pos_embed.add(x, grid, 0))
+        return x, grid, self.pos_embed.attention(grid)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x, grid, pos = self.tokens(x)
+        for i, block in enumerate(self.blocks):
+            if i:
+                x = self.pos_embed.add(x, grid, i)
+            x = block(x, pos)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, 0] if self.pool == "cls" else x[:, self.num_prefix:].mean(dim=1)
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Softmax attention (B, H, N, N) of every block, for analysis (rollout, distances)."""
+        x, grid, pos = self.tokens(x)
+        maps = []
+        for i, block in enumerate(self.blocks):
+            if i:
+                x = self.pos_embed.add(x, grid, i)
+            maps.append(block.attn.attention_logits(block.norm1(x), pos).softmax(dim=-1))
+            x = block(x, pos)
+        return maps

@@ -1,0 +1,95 @@
+"""The LightningModule: loss, metrics, optimiser and schedule for any image classifier.
+
+It knows nothing of which embedding or positional variant the model uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: decayed weights, and the rest (norms, biases — ndim <= 1, backbone norms
+    included — plus what the model names in `no_weight_decay()`: class token, positions)."""
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class ImageClassifier(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        num_classes: int,
+        weight_decay: float = 0.05,
+        label_smoothing: float = 0.0,
+        warmup_epochs: float = 0.0,
+        min_lr_ratio: float = 0.0,
+    ):
+        super().__init__()
+        # the model and optimiser factory are rebuilt from the run's config, not pickled
+        self.save_hyperparameters(ignore=["model", "optimizer"])
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        top5 = {"acc_top5": MulticlassAccuracy(num_classes, top_k=5, average="micro")}
+        metrics = MetricCollection(
+            {"acc": MulticlassAccuracy(num_classes, average="micro"),
+             **(top5 if num_classes > 5 else {})}
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(logits.detach(), y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
+                 batch_size=x.shape[0], sync_dist=stage != "train")
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(param_groups(self.model, self.hparams.weight_decay))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = min(total - 1, int(round(self.hparams.warmup_epochs * total / epochs)))
+        cosine = CosineAnnealingLR(opt, T_max=max(1, total - warmup),
+                                   eta_min=self.hparams.min_lr_ratio * opt.defaults["lr"])
+        if warmup > 0:  # linear warm-up, then cosine decay, stepped every optimiser step
+            ramp = LinearLR(opt, start_factor=1.0 / (warmup + 1), total_iters=warmup)
+            sched = SequentialLR(opt, [ramp, cosine], milestones=[warmup])
+        else:
+            sched = cosine
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
