@@ -1,0 +1,44 @@
+"""Evaluate a checkpoint with the model and data of the run that wrote it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .config_checks import validate
+from .errors import ConfigError
+from .summary import write_summary
+
+
+def run_config(ckpt_path: Path) -> DictConfig:
+    """The resolved config saved by Hydra in the run folder that holds the checkpoint."""
+    for parent in ckpt_path.resolve().parents:
+        saved = parent / ".hydra" / "config.yaml"
+        if saved.is_file():
+            return OmegaConf.load(saved)
+    raise ConfigError(f"ckpt_path={ckpt_path}: no .hydra/config.yaml in any parent folder "
+                      f"(the checkpoint must lie inside a vitlab run folder)")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    ckpt_path = Path(cfg.ckpt_path)
+    if not ckpt_path.is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path} does not exist")
+    if cfg.split not in ("val", "test"):
+        raise ConfigError(f"split={cfg.split!r} must be test or val")
+    run_cfg = run_config(ckpt_path)
+    validate(run_cfg)
+    datamodule = instantiate(run_cfg.data)
+    module = instantiate(run_cfg.module, model=instantiate(run_cfg.model))
+    precision = cfg.trainer.precision or run_cfg.trainer.precision
+    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
+                        precision=precision, logger=False, default_root_dir=cfg.paths.output_dir)
+    run = trainer.validate if cfg.split == "val" else trainer.test
+    results = run(module, datamodule=datamodule, ckpt_path=str(ckpt_path))[0]
+    metrics = {k: float(v) for k, v in results.items()}
+    write_summary(Path(cfg.paths.output_dir), {"status": "completed", "ckpt_path": str(ckpt_path),
+                                               "split": cfg.split, cfg.split: metrics})
+    return metrics
