@@ -1,0 +1,109 @@
+"""The LightningDataModule: any dataset builder, seeded splits and subsets, transforms, loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..errors import DataError
+from .splits import Splits, check_splits, labels_of, per_class_subset, stratified_split
+from .transforms import build_transform
+
+
+class Transformed(Dataset):
+    """Applies a transform to the images of a dataset of (image, label)."""
+
+    def __init__(self, dataset: Dataset, transform: Callable):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, label = self.dataset[i]
+        return self.transform(image), label
+
+
+class ImageDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        dataset: Callable[[], Splits],
+        num_classes: int,
+        img_size: int,
+        in_chans: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: Mapping | Sequence = (),
+        resize: int | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        val_fraction: float = 0.1,
+        train_fraction: float = 1.0,
+        samples_per_class: int | None = None,
+        split_seed: int = 0,
+        **_,  # dataset options (data_dir, download, ...) are bound into `dataset` by the config
+    ):
+        """`dataset` builds the raw splits. The validation split (when the source has none) and
+        the training subset for data-size studies are stratified and seeded by `split_seed`,
+        which stays fixed across training seeds so every seed sees the same images."""
+        super().__init__()
+        self.dataset = dataset
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.val_fraction, self.train_fraction = val_fraction, train_fraction
+        self.samples_per_class, self.split_seed = samples_per_class, split_seed
+        self.train_transform = build_transform(mean, std, augment, resize)
+        self.eval_transform = build_transform(mean, std, (), resize)
+        self.classes: Sequence[str] = ()
+        self.splits: dict[str, Dataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        raw = self.dataset()
+        check_splits(raw)
+        if len(raw.classes) != self.num_classes:
+            raise DataError(f"{raw.source} has {len(raw.classes)} classes but data.num_classes="
+                            f"{self.num_classes}; set data.num_classes={len(raw.classes)}")
+        self.classes = raw.classes
+        train, val = raw.train, raw.val
+        if val is None:  # hold out a fixed, stratified validation split from train
+            val_idx, train_idx = stratified_split(labels_of(train), self.val_fraction, self.split_seed)
+            train, val = Subset(train, train_idx), Subset(train, val_idx)
+        if self.samples_per_class:
+            train = Subset(train, per_class_subset(labels_of(train), self.samples_per_class,
+                                                   self.split_seed))
+        elif self.train_fraction < 1.0:
+            train = Subset(train, stratified_split(labels_of(train), self.train_fraction,
+                                                   self.split_seed)[0])
+        self.splits = {
+            "train": Transformed(train, self.train_transform),
+            "val": Transformed(val, self.eval_transform),
+            "test": Transformed(raw.test, self.eval_transform),
+        }
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

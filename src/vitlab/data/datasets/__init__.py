@@ -1,0 +1,1 @@
+"""Dataset builders: one file each. A builder takes its config options and returns `Splits`."""
