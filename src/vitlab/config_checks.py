@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
@@ -63,6 +64,23 @@ def check_model(cfg: DictConfig) -> None:
         raise ConfigError(f"model.pos_embed.where={where!r} is not one of {', '.join(WHERE)}")
 
 
+def check_pos_embed(cfg: DictConfig) -> None:
+    """model.pos_embed: `where` other than stem only for the absolute variants (learned_1d,
+    learned_2d, sincos_2d); the others act inside attention or not at all."""
+    where = get(cfg, "model.pos_embed.where", None)
+    target = get(cfg, "model.pos_embed._target_", None)
+    if where in (None, "stem") or target is None:
+        return
+    try:
+        variant = get_class(target)
+    except (ImportError, ValueError):  # an unknown target fails on its own when instantiated
+        return
+    if not getattr(variant, "absolute", True):
+        raise ConfigError(f"model.pos_embed.where={where!r} needs an absolute variant "
+                          f"(learned_1d, learned_2d, sincos_2d); {variant.__name__} adds no "
+                          "table to the tokens: use model.pos_embed.where=stem")
+
+
 def check_data(cfg: DictConfig) -> None:
     """data: classes >= 2, image size and batch size positive, fractions in range,
     samples_per_class positive."""
@@ -94,7 +112,9 @@ def check_trainer(cfg: DictConfig) -> None:
     _number(cfg, "trainer.gradient_clip_val", lo=0)
 
 
-RULES: list[Callable[[DictConfig], None]] = [check_data, check_model, check_module, check_trainer]
+RULES: list[Callable[[DictConfig], None]] = [
+    check_data, check_model, check_pos_embed, check_module, check_trainer
+]
 
 
 def validate(cfg: DictConfig) -> None:

@@ -7,22 +7,46 @@ The model calls two methods and nothing else:
     block's attention applies to q/k; the default returns None.
 Constructor arguments are the same for all: embed_dim, grid, num_prefix (class token count),
 depth and num_heads, plus the variant's own options from its config file.
+
+Learned tables whose shape depends on the grid implement `resample_loaded`, so that a
+checkpoint trained at another resolution loads by interpolating its tables (paper §3.2).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 WHERE = ("stem", "every_layer", "every_layer_shared")
+
+
+def resample_grid_table(table: torch.Tensor, old: tuple[int, int], new: tuple[int, int]):
+    """Bicubic 2-D interpolation of a (..., h*w, D) table laid out in raster order."""
+    if tuple(old) == tuple(new):
+        return table
+    *lead, n, d = table.shape
+    x = table.reshape(-1, old[0], old[1], d).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=tuple(new), mode="bicubic", align_corners=False)
+    return x.permute(0, 2, 3, 1).reshape(*lead, new[0] * new[1], d).to(table.dtype)
+
+
+def grid_coords(grid: tuple[int, int], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column index of every patch, in raster order: two (h*w,) integer tensors."""
+    ys, xs = torch.meshgrid(torch.arange(grid[0], device=device),
+                            torch.arange(grid[1], device=device), indexing="ij")
+    return ys.flatten(), xs.flatten()
 
 
 class PositionalEmbedding(nn.Module):
     absolute = False  # True for variants that add a table to the tokens
 
     def __init__(self, embed_dim: int, grid: tuple[int, int], num_prefix: int, depth: int,
-                 num_heads: int):
+                 num_heads: int, where: str = "stem"):
         super().__init__()
+        if where != "stem" and not self.absolute:
+            raise ValueError(f"where={where!r}: {type(self).__name__} adds no table to the "
+                             "tokens, so only where='stem' applies")
         self.embed_dim = embed_dim
         self.grid = tuple(grid)
         self.num_prefix = num_prefix
@@ -34,6 +58,18 @@ class PositionalEmbedding(nn.Module):
 
     def attention(self, grid: tuple[int, int]):
         return None
+
+    def resample_loaded(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """Parameter `name` from a checkpoint built for another grid, brought to this grid."""
+        return value
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint trained at another resolution: resample its tables to this grid
+        for name, param in self.named_parameters(recurse=False):
+            value = state_dict.get(prefix + name)
+            if value is not None and value.shape != param.shape and value.ndim == param.ndim:
+                state_dict[prefix + name] = self.resample_loaded(name, value)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class AbsolutePositionalEmbedding(PositionalEmbedding):
@@ -61,3 +97,50 @@ class AbsolutePositionalEmbedding(PositionalEmbedding):
             return x + t
         # tables that cover patches only leave the prefix (class token) without a position
         return torch.cat([x[:, : self.num_prefix], x[:, self.num_prefix:] + t], dim=1)
+
+
+class RelativeTable(PositionalEmbedding):
+    """A learned table indexed by the offset between a query patch and a key patch.
+
+    `weight` is (2h-1, 2w-1, C) for 2-D offsets (row, column), or (2hw-1, 1, C) for 1-D
+    offsets in raster order, so its shape records the grid it was built for. At another grid
+    the table is interpolated bicubically to the new offset range (as BEiT and Swin do when
+    fine-tuning at a higher resolution), in forward and on load. One table serves every block:
+    the model hands all blocks the same `AttentionPosition`.
+    """
+
+    def __init__(self, *args, offsets: str = "2d", init_std: float = 0.02, **kwargs):
+        super().__init__(*args, **kwargs)
+        if offsets not in ("1d", "2d"):
+            raise ValueError(f"offsets={offsets!r} is not one of 1d, 2d")
+        self.offsets = offsets
+        self.weight = nn.Parameter(torch.empty(*self.offset_grid(self.grid), self.channels()))
+        nn.init.trunc_normal_(self.weight, std=init_std)
+
+    def channels(self) -> int:
+        """Entries per offset; subclasses implement."""
+        raise NotImplementedError
+
+    def offset_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
+        h, w = grid
+        return (2 * h * w - 1, 1) if self.offsets == "1d" else (2 * h - 1, 2 * w - 1)
+
+    def offset_index(self, grid: tuple[int, int]) -> torch.Tensor:
+        """(h*w, h*w) index into the flattened table of every (query, key) patch pair."""
+        ys, xs = grid_coords(grid, self.weight.device)
+        if self.offsets == "1d":
+            i = torch.arange(len(ys), device=ys.device)
+            return i[:, None] - i[None] + len(i) - 1
+        dy = ys[:, None] - ys[None] + grid[0] - 1
+        dx = xs[:, None] - xs[None] + grid[1] - 1
+        return dy * (2 * grid[1] - 1) + dx
+
+    def pair_table(self, grid: tuple[int, int]) -> torch.Tensor:
+        """(h*w, h*w, C): the table entry of every (query, key) patch pair at this grid."""
+        old = tuple(self.weight.shape[:2])
+        table = resample_grid_table(self.weight.flatten(0, 1), old, self.offset_grid(grid))
+        return table[self.offset_index(grid)]
+
+    def resample_loaded(self, name, value):
+        new = self.weight.shape[:2]
+        return resample_grid_table(value.flatten(0, 1), value.shape[:2], new).unflatten(0, new)
