@@ -1,0 +1,92 @@
+"""Training end to end: the CLI, run folders, evaluation of checkpoints, seeds, schedules."""
+
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import run_entry
+from vitlab.train import train
+
+QUICK = ["trainer.max_epochs=2", "data.train_fraction=0.3", "trainer.enable_progress_bar=false"]
+
+
+def test_cli_trains_writes_a_run_folder_and_eval_reproduces_its_test_metrics(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_entry("train.py", [*QUICK, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"run folder: {run_dir}" in result.stdout
+    printed = float(re.search(r"test accuracy: ([0-9.]+)", result.stdout).group(1))
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs"] == 2
+    assert summary["parameters"] == 542_090 and summary["images_per_sec"] > 0
+    assert summary["wall_time_s"] > 0 and 0 <= summary["val"]["best"] <= 1
+    assert round(summary["test"]["test/acc"], 4) == printed
+    for path in (".hydra/config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
+                 "csv/metrics.csv"):
+        assert (run_dir / path).is_file(), path
+
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    evaluated = run_entry("eval.py", [f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}"],
+                          cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert f"test accuracy: {printed:.4f}" in evaluated.stdout
+    eval_summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    for key, value in summary["test"].items():
+        assert eval_summary["test"][key] == pytest.approx(value, abs=1e-6)
+
+
+def test_the_same_seed_repeats_exactly_on_cpu_and_another_seed_differs(compose_cfg, tmp_path):
+    def run(seed, name):
+        cfg = compose_cfg([*QUICK, "trainer.max_epochs=1", f"seed={seed}"])
+        cfg.paths.output_dir = str(tmp_path / name)
+        summary = train(cfg)
+        state = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)
+        return summary, state["state_dict"]
+
+    a, wa = run(3, "a")
+    b, wb = run(3, "b")
+    c, wc = run(4, "c")
+    assert a["test"] == b["test"] and a["val"] == b["val"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not torch.equal(wa["model.head.weight"], wc["model.head.weight"])
+
+
+def test_bad_config_stops_before_training_with_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_entry("train.py", ["model.patch_size=5", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: model.patch_size=5 does not divide data.img_size=32; use one of [2, 4, 8, 16]")
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_unknown_preset_lists_the_available_ones(tmp_path):
+    result = run_entry("train.py", ["model=vit_nonexistent"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'model/vit_nonexistent'" in result.stderr
+    assert "vit_micro" in result.stderr  # Hydra lists the options
+
+
+def test_warmup_then_cosine_schedule(compose_cfg):
+    cfg = compose_cfg(["module.warmup_epochs=2", "module.min_lr_ratio=0.01",
+                       "module.optimizer.lr=1e-3"])
+    module = instantiate(cfg.module, model=torch.nn.Linear(4, 10))
+    object.__setattr__(module, "_trainer", SimpleNamespace(estimated_stepping_batches=100,
+                                                           max_epochs=10))
+    config = module.configure_optimizers()
+    opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] < 1e-4 and lrs[0] < lrs[10] < lrs[19]           # linear warm-up, 20 steps
+    assert lrs[20] == pytest.approx(1e-3, rel=1e-3)               # peak
+    assert all(x >= y for x, y in zip(lrs[20:], lrs[21:]))        # then decays
+    assert lrs[-1] == pytest.approx(1e-5, rel=0.1)                # to lr * min_lr_ratio
