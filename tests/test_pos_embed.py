@@ -1,0 +1,218 @@
+"""Positional embeddings: the properties each variant promises, not just shapes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from unittest.mock import create_autospec
+
+import pytest
+import torch
+from conftest import CONF, compose_config, run_entry
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from omegaconf import OmegaConf
+from torch import nn
+
+from vitlab.analysis import position_similarity
+from vitlab.callbacks.pos_similarity import PositionSimilarity
+from vitlab.config_checks import validate
+from vitlab.errors import ConfigError
+from vitlab.models import VisionTransformer
+from vitlab.models.layers import Attention
+from vitlab.models.pos_embed.sincos_2d import sincos_2d_table
+
+KEYS = ["none", "learned_1d", "learned_2d", "relative", "relative_bias", "sincos_2d", "rope_2d"]
+ABSOLUTE = ["learned_1d", "learned_2d", "sincos_2d"]
+LEARNED = ["learned_1d", "learned_2d"]
+RELATIVE = ["relative", "relative_bias", "rope_2d"]
+
+
+def factory(key: str, **options):
+    """The variant exactly as its config file builds it."""
+    return instantiate(OmegaConf.load(CONF / "model" / "pos_embed" / f"{key}.yaml"), **options)
+
+
+def tiny(key: str, img: int = 16, pool: str = "cls", seed: int = 0, **options):
+    torch.manual_seed(seed)
+    return VisionTransformer(img_size=img, patch_size=4, in_chans=3, num_classes=5, embed_dim=32,
+                             depth=2, num_heads=2, pool=pool,
+                             pos_embed=factory(key, **options)).eval()
+
+
+def shuffle_patches(images: torch.Tensor, p: int, perm: torch.Tensor) -> torch.Tensor:
+    """The image with its P×P patches moved to other places of the grid."""
+    B, C, H, W = images.shape
+    h, w = H // p, W // p
+    x = images.reshape(B, C, h, p, w, p).permute(0, 2, 4, 1, 3, 5).reshape(B, h * w, C, p, p)
+    x = x[:, perm].reshape(B, h, w, C, p, p)
+    return x.permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+@pytest.mark.parametrize("key", KEYS)
+def test_only_none_is_invariant_to_permuting_the_patch_grid(key, pool):
+    model = tiny(key, pool=pool)
+    # large random weights: attention at init is nearly uniform, which would hide positions
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.5)
+    images = torch.randn(2, 3, 16, 16)
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        change = (model(images) - model(shuffle_patches(images, 4, perm))).abs().max().item()
+    if key == "none":
+        assert change < 1e-5
+    else:
+        assert change > 1e-2
+
+
+def pair_logits(key: str, grid=(4, 4), **options):
+    """Logits of one attention layer when every token has the same content, so that only
+    positions can tell pairs apart: (H, N, N) with the class token first."""
+    pos = tiny(key, **options).pos_embed
+    for p in pos.parameters():  # larger tables than at init, far above float noise
+        nn.init.normal_(p, std=1.0)
+    torch.manual_seed(2)
+    attn = Attention(32, num_heads=2)
+    x = torch.randn(1, 1, 32).expand(1, 1 + grid[0] * grid[1], 32)
+    return attn.attention_logits(x, pos.attention(grid))[0]
+
+
+@pytest.mark.parametrize("key,offsets", [("relative", "2d"), ("relative", "1d"),
+                                         ("relative_bias", "2d"), ("rope_2d", None)])
+def test_relative_logits_depend_only_on_the_offset(key, offsets):
+    options = {"offsets": offsets} if offsets else {}
+    grid = (4, 5)  # not square, so that rows and columns cannot be confused
+    logits = pair_logits(key, grid, **options)[:, 1:, 1:]  # patch pairs
+    ys, xs = torch.meshgrid(torch.arange(4), torch.arange(5), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()
+    if offsets == "1d":
+        i = torch.arange(20)
+        offset = (i[:, None] - i[None]).flatten().tolist()
+    else:
+        offset = list(zip((ys[:, None] - ys[None]).flatten().tolist(),
+                          (xs[:, None] - xs[None]).flatten().tolist(), strict=True))
+    by_offset: dict = {}
+    for o, value in zip(offset, logits.flatten(1).T, strict=True):
+        by_offset.setdefault(o, []).append(value)
+    for o, values in by_offset.items():  # same offset at different places: same logits
+        torch.testing.assert_close(torch.stack(values), values[0].expand(len(values), -1),
+                                   atol=1e-5, rtol=0, msg=f"offset {o}")
+    distinct = torch.stack([v[0] for v in by_offset.values()])
+    assert torch.cdist(distinct, distinct).sum() > 1  # ... and other offsets differ
+    if offsets == "2d" and key != "rope_2d":  # (1, 2) and (2, 1) are different offsets
+        assert not torch.allclose(by_offset[(1, 2)][0], by_offset[(2, 1)][0])
+
+
+@pytest.mark.parametrize("key", ["relative", "relative_bias"])
+def test_the_class_token_has_no_offset_in_relative_tables(key):
+    logits = pair_logits(key)
+    # identical content: the class token's logits with every patch are the same
+    torch.testing.assert_close(logits[:, 0, 1:], logits[:, 0, 1:2].expand(-1, 16))
+    torch.testing.assert_close(logits[:, 1:, 0], logits[:, 1:2, 0].expand(-1, 16))
+
+
+def test_relative_adds_q_dot_r_scaled_like_q_dot_k():
+    """Shaw et al.: logit_ij = q_i·(k_j + r_ij) / sqrt(d), computed here by hand."""
+    pos = tiny("relative", init_std=1.0).pos_embed
+    attn = Attention(32, num_heads=2)
+    x = torch.randn(1, 17, 32)
+    q, k, _ = attn.qkv(x).reshape(1, 17, 3, 2, 16).permute(2, 0, 3, 1, 4)
+    r = pos.weight.flatten(0, 1)[pos.offset_index((4, 4))]  # (16, 16, d)
+    expected = ((q[..., 1:, None, :] * (k[..., None, 1:, :] + r)).sum(-1)) / 16**0.5
+    logits = attn.attention_logits(x, pos.attention((4, 4)))
+    torch.testing.assert_close(logits[..., 1:, 1:], expected)
+
+
+def test_sincos_2d_is_a_fixed_buffer_equal_to_the_mae_table():
+    from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
+
+    pos = tiny("sincos_2d").pos_embed
+    assert not list(pos.parameters()) and "pos" not in pos.state_dict()
+    # timm's layout with interleaving is [sin y, cos y, sin x, cos x]; MAE's puts x first
+    y_first = build_sincos2d_pos_embed([4, 6], 32, interleave_sin_cos=True)
+    torch.testing.assert_close(sincos_2d_table((4, 6), 32), y_first.roll(16, dims=1))
+
+
+@pytest.mark.parametrize("key", ABSOLUTE)
+def test_where_places_absolute_tables(key):
+    stem, every, shared = (tiny(key, where=w)
+                           for w in ("stem", "every_layer", "every_layer_shared"))
+    count = [sum(p.numel() for p in m.pos_embed.parameters()) for m in (stem, every, shared)]
+    assert count == [count[0], 2 * count[0], count[0]]  # depth 2: a table per block
+    shared.load_state_dict(stem.state_dict())  # same table, added once more before block 1
+    images = torch.randn(2, 3, 16, 16)
+    assert not torch.allclose(shared(images), stem(images))
+
+
+@pytest.mark.parametrize("key", ["none", *RELATIVE])
+def test_variants_without_a_table_refuse_another_where(key):
+    with pytest.raises(ValueError, match="where"):
+        tiny(key, where="every_layer")
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_a_checkpoint_loads_and_evaluates_at_another_resolution(key):
+    small, large = tiny(key, img=16), tiny(key, img=32, seed=1)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert small(torch.randn(2, 3, 24, 24)).isfinite().all()  # built at 16, run at 24
+        expected = small(images)  # tables resampled in forward
+        large.load_state_dict(small.state_dict())  # ... and on load: the same network
+        torch.testing.assert_close(large(images), expected, atol=1e-5, rtol=1e-5)
+    if key in LEARNED or key.startswith("relative"):  # the tables really changed size
+        shapes = [(a.shape, b.shape) for a, b in zip(small.pos_embed.parameters(),
+                                                     large.pos_embed.parameters(), strict=True)]
+        assert any(a != b for a, b in shapes)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_every_variant_composes_validates_and_builds(key):
+    cfg = compose_config([f"model/pos_embed={key}", "data.img_size=16", "model.patch_size=4",
+                          "model.embed_dim=32", "model.depth=1", "model.num_heads=2"])
+    validate(cfg)
+    model = instantiate(cfg.model)
+    assert model(torch.randn(1, 1, 16, 16)).shape == (1, 10)
+
+
+def test_where_is_only_for_absolute_variants_in_the_config():
+    cfg = compose_config(["model/pos_embed=rope_2d", "model.pos_embed.where=every_layer"])
+    with pytest.raises(ConfigError, match=r"model\.pos_embed\.where"):
+        validate(cfg)
+    validate(compose_config(["model/pos_embed=learned_2d", "model.pos_embed.where=every_layer"]))
+
+
+@pytest.mark.parametrize("key", LEARNED)
+def test_position_similarity_of_learned_tables(key):
+    model = tiny(key)
+    sim = position_similarity(model)
+    assert sim.shape == (16, 4, 4)
+    torch.testing.assert_close(sim.reshape(16, 16).diagonal(), torch.ones(16))
+    assert sim.max() <= 1 + 1e-6 and sim.min() >= -1 - 1e-6
+
+
+def test_similarity_callback_saves_a_png_and_logs_it(tmp_path):
+    wandb = create_autospec(WandbLogger, instance=True)
+    tensorboard = create_autospec(TensorBoardLogger, instance=True)
+    trainer = SimpleNamespace(default_root_dir=str(tmp_path), is_global_zero=True, global_step=3,
+                              loggers=[wandb, tensorboard])
+    PositionSimilarity().on_train_end(trainer, SimpleNamespace(model=tiny("learned_2d")))
+    png = tmp_path / "pos_similarity.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    wandb.log_image.assert_called_once_with(key="pos_embed/similarity", images=[str(png)],
+                                            step=3)
+    tensorboard.experiment.add_figure.assert_called_once()
+
+    png.unlink()  # nothing for a variant without a learned table
+    for key in ("sincos_2d", "relative"):
+        PositionSimilarity().on_train_end(trainer, SimpleNamespace(model=tiny(key)))
+    assert not png.exists()
+
+
+@pytest.mark.parametrize("key", [k if k in ("relative", "learned_2d") else
+                                 pytest.param(k, marks=pytest.mark.slow) for k in KEYS])
+def test_every_variant_trains_through_the_cli(key, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_entry("train.py", [f"model/pos_embed={key}", "debug=fast",
+                                    f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run_dir / "pos_similarity.png").exists() == (key in LEARNED)
