@@ -5,29 +5,41 @@ It knows nothing of which embedding or positional variant the model uses.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import lightning as L
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+from torch.optim.lr_scheduler import LambdaLR, LinearLR, SequentialLR
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+STEM = "embed.backbone."  # a hybrid's CNN: the parameters `stem_lr_scale` applies to
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+
+def param_groups(model: nn.Module, weight_decay: float,
+                 stem_lr_scale: float | None = None) -> list[dict]:
     """Two groups: decayed weights, and the rest (norms, biases — ndim <= 1, backbone norms
-    included — plus what the model names in `no_weight_decay()`: class token, positions)."""
+    included — plus what the model names in `no_weight_decay()`: class token, positions).
+    With `stem_lr_scale`, a hybrid's CNN gets two more groups (same decay rule) whose
+    `lr_scale` multiplies the optimiser's learning rate."""
     skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    decay, no_decay = [], []
+    groups = {(stem, decay): [] for stem in (False, True) for decay in (True, False)}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name in skip else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        stem = stem_lr_scale is not None and name.startswith(STEM)
+        groups[stem, not (p.ndim <= 1 or name in skip)].append(p)
+    out = [
+        {"params": groups[False, True], "weight_decay": weight_decay},
+        {"params": groups[False, False], "weight_decay": 0.0},
     ]
+    for decay in (True, False):
+        if groups[True, decay]:
+            out.append({"params": groups[True, decay], "lr_scale": stem_lr_scale,
+                        "weight_decay": weight_decay if decay else 0.0})
+    return out
 
 
 class ImageClassifier(L.LightningModule):
@@ -40,6 +52,7 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         warmup_epochs: float = 0.0,
         min_lr_ratio: float = 0.0,
+        stem_lr_scale: float | None = None,
     ):
         super().__init__()
         # the model and optimiser factory are rebuilt from the run's config, not pickled
@@ -81,12 +94,17 @@ class ImageClassifier(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        opt = self.optimizer_factory(param_groups(self.model, self.hparams.weight_decay))
+        opt = self.optimizer_factory(param_groups(self.model, self.hparams.weight_decay,
+                                                  self.hparams.get("stem_lr_scale")))
+        for group in opt.param_groups:  # before the schedule records each group's base lr
+            group["lr"] *= group.get("lr_scale", 1.0)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = min(total - 1, int(round(self.hparams.warmup_epochs * total / epochs)))
-        cosine = CosineAnnealingLR(opt, T_max=max(1, total - warmup),
-                                   eta_min=self.hparams.min_lr_ratio * opt.defaults["lr"])
+        steps, floor = max(1, total - warmup), self.hparams.min_lr_ratio
+        # cosine to lr * min_lr_ratio, as a factor so every group (stem included) follows it
+        cosine = LambdaLR(opt, lambda s: floor + (1 - floor) * 0.5 * (
+            1 + math.cos(math.pi * min(s, steps) / steps)))
         if warmup > 0:  # linear warm-up, then cosine decay, stepped every optimiser step
             ramp = LinearLR(opt, start_factor=1.0 / (warmup + 1), total_iters=warmup)
             sched = SequentialLR(opt, [ramp, cosine], milestones=[warmup])
