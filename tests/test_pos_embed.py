@@ -238,8 +238,6 @@ def test_posemb_experiments_sweep_the_variants_over_three_seeds(experiment, vari
     assert params.get("model.pos_embed.where", "").split(",") == (wheres or [""])
 
 
-@pytest.mark.xfail(strict=True, reason="conf/train.yaml lists _self_ after `experiment`, so the "
-                   "root's `tags: []` overrides the experiment's tags (and seed)")
 def test_posemb_ablation_tags_runs_by_variant():
     tags = OmegaConf.to_container(compose_sweep("posemb_ablation"))["tags"]
     assert tags == ["posemb_ablation", "${hydra:runtime.choices.model/pos_embed}"]

@@ -1,4 +1,9 @@
-"""Training pipeline: validate -> data -> model -> fit -> test best checkpoint -> summary."""
+"""Training pipeline: validate -> data -> model -> fit -> test best checkpoint -> summary.
+
+The summary is written when the run starts ("running") and again when it ends, whatever the
+ending: "completed", "interrupted" (Ctrl-C / SIGTERM; a checkpoint was saved), "diverged"
+(non-finite loss) or "failed".
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,14 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
 
+from .callbacks.guards import DivergenceError, InterruptCheckpoint
 from .callbacks.throughput import Throughput
 from .config_checks import validate
-from .summary import write_summary
+from .errors import ConfigError
+from .summary import SUMMARY, read_summary, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +45,35 @@ def build(cfg: DictConfig):
     return datamodule, module, trainer
 
 
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """`last` means this run folder's checkpoints/last.ckpt; a path must exist."""
+    if ckpt_path is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if not path.is_file():
+        hint = " (resume a run with hydra.run.dir=<its folder> ckpt_path=last)" \
+            if ckpt_path == "last" else ""
+        raise ConfigError(f"ckpt_path={ckpt_path}: no checkpoint at {path}{hint}")
+    return str(path)
+
+
+def check_run_dir(run_dir: Path, resuming: bool) -> None:
+    """Never overwrite a finished run: only resuming may reuse a run folder."""
+    if (run_dir / SUMMARY).is_file() and not resuming:
+        status = read_summary(run_dir).get("status")
+        raise ConfigError(f"run folder {run_dir} already holds a run ({status}); choose another "
+                          f"hydra.run.dir, or resume it with ckpt_path=last")
+
+
 def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def _status(error: BaseException, interrupt: InterruptCheckpoint | None) -> str:
+    # Lightning turns Ctrl-C into SystemExit(1) after its on_exception hooks ran
+    if isinstance(error, (KeyboardInterrupt, SIGTERMException)) or (interrupt and interrupt.path):
+        return "interrupted"
+    return "diverged" if isinstance(error, DivergenceError) else "failed"
 
 
 def train(cfg: DictConfig) -> dict:
@@ -46,6 +81,8 @@ def train(cfg: DictConfig) -> dict:
     start = time.time()
     validate(cfg)
     run_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    check_run_dir(run_dir, resuming=ckpt_path is not None)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, module, trainer = build(cfg)
     datamodule.setup("fit")
@@ -54,23 +91,46 @@ def train(cfg: DictConfig) -> dict:
         "run_dir": str(run_dir),
         "seed": cfg.seed,
         "tags": list(cfg.get("tags") or []),
-        "model": cfg.model.get("_name", None) or cfg.model._target_,
+        "model": cfg.model._target_,
         "parameters": count_parameters(module.model),
         "train_images": len(datamodule.splits["train"]),
+        "resumed_from": ckpt_path,
     }
     write_summary(run_dir, summary)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    ckpt = trainer.checkpoint_callback
-    summary["val"] = {"best": float(ckpt.best_model_score) if ckpt and ckpt.best_model_score is not None else None,
-                      **_metrics(trainer, "val/")}
-    summary["best_checkpoint"] = ckpt.best_model_path if ckpt else None
-    if cfg.get("test") and not trainer.fast_dev_run:
-        trainer.test(module, datamodule=datamodule, ckpt_path="best" if ckpt and ckpt.best_model_path else None)
-        summary["test"] = _metrics(trainer, "test/")
-    throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
-    summary["images_per_sec"] = throughput.images_per_sec if throughput else None
-    summary["epochs"] = trainer.current_epoch
-    summary["wall_time_s"] = round(time.time() - start, 2)
-    summary["status"] = "completed"
-    write_summary(run_dir, summary)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        ckpt = trainer.checkpoint_callback
+        best = ckpt.best_model_path if ckpt else ""
+        summary["best_checkpoint"] = best or None
+        summary["val"] = {"best": float(ckpt.best_model_score) if best else None,
+                          **_metrics(trainer, "val/")}
+        if cfg.get("test") and not trainer.fast_dev_run:
+            trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None)
+            summary["test"] = _metrics(trainer, "test/")
+        summary["status"] = "completed"
+    except BaseException as error:  # record how the run ended, then let it propagate
+        interrupt = next((c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint)), None)
+        summary["status"] = _status(error, interrupt)
+        summary["error"] = str(error) or type(error).__name__
+        summary["interrupt_checkpoint"] = str(interrupt.path) if interrupt and interrupt.path else None
+        raise
+    finally:
+        throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
+        summary["images_per_sec"] = throughput.images_per_sec if throughput else None
+        summary["global_step"] = trainer.global_step
+        summary["epochs"] = trainer.current_epoch
+        summary["skipped_images"] = sorted(_skipped(datamodule))
+        summary["wall_time_s"] = round(time.time() - start, 2)
+        write_summary(run_dir, summary)
     return summary
+
+
+def _skipped(datamodule) -> set[str]:
+    """Unreadable images skipped with data.skip_corrupt=true, from every split."""
+    found = set()
+    for split in datamodule.splits.values():
+        ds = split.dataset
+        while hasattr(ds, "dataset"):  # through Subset wrappers
+            ds = ds.dataset
+        found |= getattr(ds, "skipped", set())
+    return found

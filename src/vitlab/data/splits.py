@@ -49,7 +49,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     for i in np.argsort(-(exact - np.floor(exact)), kind="stable")[: max(0, short)]:
         k[i] += 1
     taken, rest = [], []
-    for c, n in zip(classes, np.minimum(k, counts)):
+    for c, n in zip(classes, np.minimum(k, counts), strict=True):
         idx = rng.permutation(np.flatnonzero(labels == c))
         taken.append(idx[:n])
         rest.append(idx[n:])

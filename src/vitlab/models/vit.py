@@ -7,7 +7,6 @@ image -> embed (patch or hybrid) -> [class token] -> positional variant -> L pre
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 import torch
 from torch import nn

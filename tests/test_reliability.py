@@ -1,0 +1,137 @@
+"""No lost work, no silent failure: resume, interrupts, divergence, atomic outputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import lightning as L
+import pytest
+import torch
+from conftest import ROOT
+
+from vitlab.callbacks.guards import DivergenceError
+from vitlab.errors import ConfigError
+from vitlab.summary import read_summary, write_summary
+from vitlab.train import train
+
+SMALL = ["data.train_fraction=0.15", "data.batch_size=32", "trainer.enable_progress_bar=false",
+         "model.depth=2", "module.warmup_epochs=1"]
+
+
+class StopAt(L.Callback):
+    """Raise `error` when epoch `epoch` starts (after the previous epoch's checkpoints)."""
+
+    def __init__(self, epoch, error):
+        self.epoch, self.error = epoch, error
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise self.error
+
+
+def train_with(cfg, *extra_callbacks):
+    """train(cfg) with extra callbacks added to the Trainer the config builds."""
+    import vitlab.train as pipeline
+
+    original = pipeline.instantiate_dict
+
+    def with_extra(node):
+        found = original(node)
+        return found + list(extra_callbacks) if node is cfg.get("callbacks") else found
+
+    pipeline.instantiate_dict = with_extra
+    try:
+        return train(cfg)
+    finally:
+        pipeline.instantiate_dict = original
+
+
+def weights(run_dir, name="last.ckpt"):
+    return torch.load(run_dir / "checkpoints" / name, weights_only=True)["state_dict"]
+
+
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(compose_cfg, tmp_path):
+    def cfg_for(name, *extra):
+        cfg = compose_cfg([*SMALL, "trainer.max_epochs=4", "seed=7", *extra])
+        cfg.paths.output_dir = str(tmp_path / name)
+        return cfg
+
+    full = train(cfg_for("full"))
+    with pytest.raises(SystemExit):  # Lightning's graceful Ctrl-C ends with exit code 1
+        train_with(cfg_for("cut"), StopAt(2, KeyboardInterrupt()))
+    cut = read_summary(tmp_path / "cut")
+    assert cut["status"] == "interrupted" and cut["global_step"] == full["global_step"] // 2
+    assert (tmp_path / "cut" / "checkpoints" / "interrupted.ckpt").is_file()
+
+    resumed = train(cfg_for("cut", "ckpt_path=last"))
+    assert resumed["status"] == "completed" and resumed["resumed_from"].endswith("last.ckpt")
+    assert resumed["global_step"] == full["global_step"]
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after resume"
+    assert resumed["val"] == full["val"] and resumed["test"] == full["test"]
+    # the CSV logger continued the same log: every epoch's validation row is there once
+    rows = (tmp_path / "cut" / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    val_rows = [r for r in rows[1:] if r.split(",")[header.index("val/acc")]]
+    assert len(val_rows) == 4
+
+
+def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(compose_cfg, tmp_path):
+    class Poison(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                with torch.no_grad():
+                    pl_module.model.head.bias.fill_(float("nan"))
+
+    cfg = compose_cfg([*SMALL, "trainer.max_epochs=3"])
+    with pytest.raises(DivergenceError, match=r"training loss is nan at step \d+ \(epoch 1\)"):
+        train_with(cfg, Poison())
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "diverged" and "loss is nan" in summary["error"]
+    good = weights(tmp_path)
+    assert all(torch.isfinite(v).all() for v in good.values() if v.is_floating_point())
+
+
+def test_sigterm_saves_a_checkpoint_and_marks_the_summary(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "src" / "train.py"), *SMALL, "trainer.max_epochs=200",
+         f"hydra.run.dir={run_dir}"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file() and time.time() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0, output[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted", output[-2000:]
+    assert (run_dir / "checkpoints" / "interrupted.ckpt").is_file()
+    assert summary["interrupt_checkpoint"].endswith("interrupted.ckpt")
+
+
+def test_a_finished_run_folder_is_never_overwritten(compose_cfg, tmp_path):
+    write_summary(tmp_path, {"status": "completed"})
+    with pytest.raises(ConfigError, match=r"already holds a run \(completed\)"):
+        train(compose_cfg(SMALL))
+
+
+def test_resume_without_a_checkpoint_names_the_path(compose_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"ckpt_path=last: no checkpoint at .*last.ckpt"):
+        train(compose_cfg([*SMALL, "ckpt_path=last"]))
+
+
+def test_summary_writes_are_atomic(tmp_path, monkeypatch):
+    write_summary(tmp_path, {"status": "running", "n": 1})
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("vitlab.summary.os.replace", crash)
+    with pytest.raises(OSError):
+        write_summary(tmp_path, {"status": "completed", "n": 2})
+    assert read_summary(tmp_path) == {"status": "running", "n": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no half-written leftovers
