@@ -1,0 +1,254 @@
+"""A sweep's runs as a table and plots: `python -m vitlab.report <sweep folder>`.
+
+Reads every job folder's summary.json and .hydra/overrides.yaml (no logger service needed) and
+writes report.md, top1.png and, for data-size studies, accuracy_vs_fraction.png into the sweep
+folder. Runs that differ only in `seed` form one configuration (mean ± std over seeds); jobs
+that did not complete are listed, not averaged. `--wandb entity/project` draws the same report
+from runs logged to W&B (vitlab's logger stores each run's overrides in its config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from matplotlib.figure import Figure
+
+FRACTION_KEYS = ("data.train_fraction", "data.samples_per_class")
+METRICS = ("top1", "top5", "parameters", "images_per_sec", "wall_time_s")
+
+
+@dataclass
+class Run:
+    name: str                           # job folder, or W&B run name
+    params: dict[str, str]              # override key -> value, seed included
+    status: str                         # completed | failed | diverged | interrupted | running
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    error: str | None = None
+
+
+def parse_overrides(lines: list[str]) -> dict[str, str]:
+    params = {}
+    for line in lines:
+        key, _, value = str(line).lstrip("+~").partition("=")
+        params[key] = value
+    return params
+
+
+def _from_summary(summary: dict) -> dict[str, float | None]:
+    test = summary.get("test") or {}
+    return {"top1": test.get("test/acc"), "top5": test.get("test/acc_top5"),
+            **{k: summary.get(k) for k in METRICS[2:]}}
+
+
+def load_sweep(folder: str | Path) -> list[Run]:
+    """One Run per job folder (a folder with .hydra/overrides.yaml) under `folder`. A job that
+    failed before writing summary.json is recorded as failed."""
+    runs = []
+    for overrides in sorted(Path(folder).rglob(".hydra/overrides.yaml")):
+        job = overrides.parent.parent
+        name = str(job.relative_to(folder)) if job != Path(folder) else job.name
+        params = parse_overrides(yaml.safe_load(overrides.read_text()) or [])
+        path = job / "summary.json"
+        if not path.is_file():
+            runs.append(Run(name, params, "failed", error="no summary.json: failed before training"))
+            continue
+        summary = json.loads(path.read_text())
+        runs.append(Run(name, params, summary.get("status", "unknown"), _from_summary(summary),
+                        summary.get("error")))
+    return runs
+
+
+def runs_from_wandb(wandb_runs) -> list[Run]:
+    """Runs from wandb.Api().runs(...) objects (name, state, config, summary)."""
+    states = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "interrupted"}
+    out = []
+    for r in wandb_runs:
+        config, summary = dict(r.config), dict(r.summary)
+        status = summary.get("status") or states.get(r.state, r.state)
+        metrics = {"top1": summary.get("test/acc"), "top5": summary.get("test/acc_top5"),
+                   "parameters": summary.get("parameters", config.get("parameters")),
+                   "images_per_sec": summary.get("images_per_sec"),
+                   "wall_time_s": summary.get("wall_time_s")}
+        out.append(Run(r.name, parse_overrides(config.get("overrides") or []), status, metrics))
+    return out
+
+
+def load_wandb(path: str, group: str | None = None, api=None) -> list[Run]:
+    """Runs of the W&B project `entity/project` (optionally one group: a sweep)."""
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    return runs_from_wandb(api.runs(path, filters={"group": group} if group else None))
+
+
+def study_keys(runs: list[Run]) -> tuple[list[str], dict[str, str]]:
+    """The override keys that vary across runs (seed excluded), and the common overrides."""
+    keys = sorted({k for r in runs for k in r.params})
+    values = {k: {r.params.get(k) for r in runs} for k in keys}
+    varying = [k for k in keys if k != "seed" and len(values[k]) > 1]
+    common = {k: next(iter(v)) for k, v in values.items() if k != "seed" and len(v) == 1}
+    return varying, common
+
+
+def _sort_key(value: str | None):
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def _stats(values: list) -> tuple[float, float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(runs: list[Run], keys: list[str]) -> list[dict]:
+    """One row per configuration: its key values, completed/total runs and (mean, std) of each
+    metric over the completed runs; ranked by top-1 (configurations without any last)."""
+    groups = defaultdict(list)
+    for r in runs:
+        groups[tuple(r.params.get(k) for k in keys)].append(r)
+    rows = []
+    for config, members in groups.items():
+        done = [r for r in members if r.status == "completed"]
+        row = {"config": dict(zip(keys, config, strict=True)), "completed": len(done),
+               "runs": len(members)}
+        row.update({m: _stats([r.metrics.get(m) for r in done]) for m in METRICS})
+        rows.append(row)
+    rows.sort(key=lambda row: -row["top1"][0] if row["top1"] else float("inf"))
+    return rows
+
+
+def _fmt(stat, digits=4, scale=1.0, unit=""):
+    if stat is None:
+        return "—"
+    mean, std = stat[0] * scale, stat[1] * scale
+    return f"{mean:.{digits}f} ± {std:.{digits}f}{unit}"
+
+
+def markdown_table(rows: list[dict], keys: list[str]) -> str:
+    head = ["rank", *keys, "runs", "top-1", "top-5", "parameters", "images/s", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, row in enumerate(rows, 1):
+        params = f"{row['parameters'][0] / 1e6:.3f} M" if row["parameters"] else "—"
+        speed = f"{row['images_per_sec'][0]:,.0f}" if row["images_per_sec"] else "—"
+        wall = f"{row['wall_time_s'][0]:.0f}" if row["wall_time_s"] else "—"
+        cells = [str(i), *(str(row["config"][k]) for k in keys), f"{row['completed']}/{row['runs']}",
+                 _fmt(row["top1"]), _fmt(row["top5"]), params, speed, wall]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fraction_table(rows: list[dict], frac_key: str, series_keys: list[str]) -> str:
+    """Top-1 mean ± std: one line per series (e.g. model), one column per data fraction."""
+    fracs = sorted({row["config"][frac_key] for row in rows}, key=_sort_key)
+    series = defaultdict(dict)
+    for row in rows:
+        label = ", ".join(f"{k}={row['config'][k]}" for k in series_keys) or "all"
+        series[label][row["config"][frac_key]] = _fmt(row["top1"], 3)
+    lines = ["| series | " + " | ".join(f"{frac_key}={f}" for f in fracs) + " |",
+             "|" + "---|" * (len(fracs) + 1)]
+    for label in sorted(series):
+        lines.append(f"| {label} | " + " | ".join(series[label].get(f, "—") for f in fracs) + " |")
+    return "\n".join(lines)
+
+
+def plot_top1(rows: list[dict], keys: list[str]) -> Figure:
+    rows = [row for row in rows if row["top1"]][::-1]  # best at the top
+    fig = Figure(figsize=(6.5, 1.2 + 0.35 * len(rows)), layout="constrained")
+    ax = fig.add_subplot()
+    labels = [", ".join(str(row["config"][k]) for k in keys) or "all" for row in rows]
+    ax.barh(labels, [r["top1"][0] for r in rows], xerr=[r["top1"][1] for r in rows], capsize=3,
+            color="tab:blue", alpha=0.8)
+    ax.set_xlabel("Test top-1 accuracy (mean ± std over seeds)")
+    ax.tick_params(axis="y", labelsize=8)
+    lo = min((r["top1"][0] - r["top1"][1] for r in rows), default=0)
+    ax.set_xlim(max(0.0, lo - 0.05), 1.0)
+    return fig
+
+
+def plot_fraction(rows: list[dict], frac_key: str, series_keys: list[str]) -> Figure:
+    """Accuracy vs training-set size with error bars, one line per series (pure vs hybrid)."""
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.add_subplot()
+    series = defaultdict(list)
+    for row in rows:
+        if row["top1"]:
+            label = ", ".join(str(row["config"][k]) for k in series_keys) or "all"
+            series[label].append((float(row["config"][frac_key]), *row["top1"]))
+    for label, points in sorted(series.items()):
+        x, mean, std = zip(*sorted(points), strict=True)
+        ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    xs = sorted({p[0] for pts in series.values() for p in pts})
+    ax.set_xticks(xs, [f"{x:g}" for x in xs])
+    ax.set_xlabel(frac_key)
+    ax.set_ylabel("Test top-1 accuracy")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def write_report(folder: str | Path, runs: list[Run] | None = None, title: str | None = None) -> Path:
+    """report.md and PNG plots in `folder`; returns the report's path."""
+    folder = Path(folder)
+    runs = load_sweep(folder) if runs is None else runs
+    if not runs:
+        raise SystemExit(f"error: no runs under {folder} (expected <job>/.hydra/overrides.yaml)")
+    keys, common = study_keys(runs)
+    rows = aggregate(runs, keys)
+    done = sum(r.status == "completed" for r in runs)
+    parts = [f"# {title or 'Study report: ' + folder.name}", "",
+             f"{len(runs)} runs, {done} completed. Common overrides: "
+             + (", ".join(f"`{k}={v}`" for k, v in common.items()) or "none") + ".", "",
+             "## Ranking (test accuracy, mean ± std over seeds)", "", markdown_table(rows, keys), "",
+             "![top-1](top1.png)", ""]
+    plot_top1(rows, keys).savefig(folder / "top1.png", dpi=120)
+    frac_key = next((k for k in FRACTION_KEYS if k in keys), None)
+    if frac_key:
+        series_keys = [k for k in keys if k != frac_key]
+        plot_fraction(rows, frac_key, series_keys).savefig(folder / "accuracy_vs_fraction.png", dpi=120)
+        parts += ["## Accuracy vs training-set size (top-1, mean ± std)", "",
+                  fraction_table(rows, frac_key, series_keys), "",
+                  "![accuracy vs fraction](accuracy_vs_fraction.png)", ""]
+    failed = [r for r in runs if r.status != "completed"]
+    parts += ["## Runs that did not complete", ""]
+    if failed:
+        parts += ["| run | overrides | status | error |", "|---|---|---|---|"]
+        for r in failed:
+            error = (r.error or "").replace("\n", " ").replace("|", "/")[:200]
+            overrides = ", ".join(f"{k}={v}" for k, v in r.params.items())
+            parts.append(f"| {r.name} | {overrides} | {r.status} | {error} |")
+    else:
+        parts.append("None.")
+    path = folder / "report.md"
+    path.write_text("\n".join(parts) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m vitlab.report", description=__doc__.split("\n")[0])
+    parser.add_argument("folder", help="sweep folder (report written there); with --wandb, the output folder")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead")
+    parser.add_argument("--group", help="with --wandb: only this group (one sweep)")
+    args = parser.parse_args(argv)
+    runs = None
+    if args.wandb:
+        Path(args.folder).mkdir(parents=True, exist_ok=True)
+        runs = load_wandb(args.wandb, args.group)
+    path = write_report(args.folder, runs)
+    print(path.read_text())
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    main()

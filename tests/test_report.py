@@ -1,0 +1,115 @@
+"""The study report: table, ranking, failed runs and plots from run folders or W&B runs."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from vitlab.report import aggregate, load_sweep, main, runs_from_wandb, study_keys, write_report
+
+
+def make_job(sweep, num, overrides, summary=None):
+    """A job folder as Hydra and vitlab write it (summary None: failed before training)."""
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if summary is not None:
+        (job / "summary.json").write_text(json.dumps(summary))
+    return job
+
+
+def done(top1, params=542_090, speed=1000.0):
+    return {"status": "completed", "test": {"test/acc": top1, "test/acc_top5": 0.99},
+            "parameters": params, "images_per_sec": speed, "wall_time_s": 10.0}
+
+
+@pytest.fixture
+def fraction_sweep(tmp_path):
+    """model × fraction × 2 seeds; one diverged run and one that never wrote a summary."""
+    sweep, num = tmp_path / "sweep", 0
+    acc = {("vit_micro", "0.1"): 0.5, ("vit_micro", "1.0"): 0.8,
+           ("vit_hybrid", "0.1"): 0.7, ("vit_hybrid", "1.0"): 0.9}
+    for (model, frac), a in acc.items():
+        for seed in (0, 1):
+            overrides = ["experiment=hybrid_vs_pure", "trainer.max_epochs=5", f"model={model}",
+                         f"data.train_fraction={frac}", f"seed={seed}"]
+            make_job(sweep, num, overrides, done(a + 0.02 * seed, params=1e6 if "hybrid" in model else 5e5))
+            num += 1
+    make_job(sweep, num, ["experiment=hybrid_vs_pure", "trainer.max_epochs=5", "model=vit_micro",
+                          "data.train_fraction=0.1", "seed=2"],
+             {"status": "diverged", "error": "training loss is nan at step 3"})
+    make_job(sweep, num + 1, ["experiment=hybrid_vs_pure", "trainer.max_epochs=5", "model=vit_hybrid",
+                              "data.train_fraction=1.0", "seed=2"])
+    return sweep
+
+
+def test_runs_group_by_varying_overrides_and_average_over_seeds(fraction_sweep):
+    runs = load_sweep(fraction_sweep)
+    assert len(runs) == 10
+    keys, common = study_keys(runs)
+    assert keys == ["data.train_fraction", "model"]
+    assert common == {"experiment": "hybrid_vs_pure", "trainer.max_epochs": "5"}
+    rows = aggregate(runs, keys)
+    assert [r["config"] for r in rows][0] == {"data.train_fraction": "1.0", "model": "vit_hybrid"}
+    best = rows[0]
+    assert best["completed"] == 2 and best["runs"] == 3  # the summary-less job counts, unaveraged
+    assert best["top1"] == pytest.approx((0.91, 0.0141421), rel=1e-4)
+    assert [r["top1"][0] for r in rows] == sorted((r["top1"][0] for r in rows), reverse=True)
+
+
+def test_report_lists_failed_runs_and_draws_fraction_plots(fraction_sweep, capsys):
+    main([str(fraction_sweep)])
+    report = (fraction_sweep / "report.md").read_text()
+    assert "report:" in capsys.readouterr().out
+    assert "10 runs, 8 completed" in report
+    assert "| 1 | 1.0 | vit_hybrid | 2/3 | 0.9100 ± 0.0141 |" in report
+    assert "| model=vit_hybrid | 0.710 ± 0.014 | 0.910 ± 0.014 |" in report  # vs fraction
+    assert "diverged | training loss is nan at step 3 |" in report
+    assert "failed | no summary.json: failed before training |" in report
+    for png in ("top1.png", "accuracy_vs_fraction.png"):
+        assert (fraction_sweep / png).stat().st_size > 1000
+
+
+def test_a_study_without_fractions_has_no_fraction_plot(tmp_path):
+    for i, (variant, acc) in enumerate([("none", 0.6), ("learned_1d", 0.7), ("none", 0.62)]):
+        make_job(tmp_path, i, [f"model/pos_embed={variant}", f"seed={i}"], done(acc))
+    path = write_report(tmp_path)
+    text = path.read_text()
+    assert "| 1 | learned_1d | 1/1 | 0.7000 ± 0.0000 |" in text
+    assert "| 2 | none | 2/2 | 0.6100 ± 0.0141 |" in text
+    assert "Runs that did not complete\n\nNone." in text
+    assert not (tmp_path / "accuracy_vs_fraction.png").exists()
+
+
+def test_the_same_table_from_wandb_runs():
+    """W&B runs (as wandb.Api().runs returns them) carry the overrides in their config."""
+    def run(name, state, overrides, summary):
+        return SimpleNamespace(name=name, state=state, summary=summary,
+                               config={"overrides": overrides, "parameters": 542_090})
+
+    api_runs = [run("a", "finished", ["model=vit_micro", "seed=0"], {"test/acc": 0.8, "status": "completed"}),
+                run("b", "finished", ["model=vit_micro", "seed=1"], {"test/acc": 0.9}),
+                run("c", "crashed", ["model=vit_hybrid", "seed=0"], {})]
+    runs = runs_from_wandb(api_runs)
+    assert [r.status for r in runs] == ["completed", "completed", "failed"]
+    keys, _ = study_keys(runs)
+    rows = aggregate(runs, keys)
+    assert rows[0]["config"] == {"model": "vit_micro"} and rows[0]["top1"][0] == pytest.approx(0.85)
+    assert rows[0]["parameters"][0] == 542_090
+    assert rows[1]["completed"] == 0 and rows[1]["top1"] is None
+
+
+def test_report_from_a_mocked_wandb_api(tmp_path, monkeypatch):
+    calls = {}
+
+    class Api:
+        def runs(self, path, filters=None):
+            calls.update(path=path, filters=filters)
+            return [SimpleNamespace(name="a", state="finished", config={"overrides": ["seed=0"]},
+                                    summary={"test/acc": 0.5})]
+
+    monkeypatch.setattr("wandb.Api", Api)
+    main([str(tmp_path / "out"), "--wandb", "me/vitlab", "--group", "g1"])
+    assert calls == {"path": "me/vitlab", "filters": {"group": "g1"}}
+    assert "0.5000 ± 0.0000" in (tmp_path / "out" / "report.md").read_text()
