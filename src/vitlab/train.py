@@ -21,6 +21,7 @@ from .callbacks.guards import DivergenceError, InterruptCheckpoint
 from .callbacks.throughput import Throughput
 from .config_checks import validate
 from .errors import ConfigError
+from .loggers import finish_loggers, log_run_config
 from .summary import SUMMARY, read_summary, write_summary
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ def train(cfg: DictConfig) -> dict:
     }
     write_summary(run_dir, summary)
     try:
+        log_run_config(trainer.loggers, cfg, summary["parameters"])
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         ckpt = trainer.checkpoint_callback
         best = ckpt.best_model_path if ckpt else ""
@@ -122,6 +124,7 @@ def train(cfg: DictConfig) -> dict:
         summary["skipped_images"] = sorted(_skipped(datamodule))
         summary["wall_time_s"] = round(time.time() - start, 2)
         write_summary(run_dir, summary)
+        finish_loggers(trainer.loggers, summary)  # a sweep's next job: own W&B run
     return summary
 
 
