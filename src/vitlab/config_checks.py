@@ -6,14 +6,18 @@ wrong and what would fix it. The README's table of checks is generated from RULE
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
+from .distributed import batch_plan
 from .errors import ConfigError
 from .models.pos_embed.base import WHERE
 from .models.vit import POOLS
+from .module import LR_SCALING
 
 _MISSING = object()
 
@@ -104,6 +108,21 @@ def check_module(cfg: DictConfig) -> None:
     _number(cfg, "module.min_lr_ratio", lo=0, hi=1, hi_open=True)
 
 
+def check_batch(cfg: DictConfig) -> None:
+    """data.batch_size (the global batch) divisible by the world size (trainer.devices x
+    trainer.num_nodes) and, with data.max_device_batch, into equal micro-batches; lr scaling
+    rule known; accumulation derived, not set."""
+    _number(cfg, "data.max_device_batch", lo=1, integer=True)
+    _number(cfg, "module.base_batch_size", lo=1, integer=True)
+    rule = get(cfg, "module.lr_scaling", "none")
+    if rule not in LR_SCALING:
+        raise ConfigError(f"module.lr_scaling={rule!r} is not one of {', '.join(LR_SCALING)}")
+    if get(cfg, "trainer.accumulate_grad_batches", None) is not None:
+        raise ConfigError("trainer.accumulate_grad_batches is derived from data.batch_size (global) "
+                          "and data.max_device_batch: set those instead")
+    batch_plan(cfg)
+
+
 def check_trainer(cfg: DictConfig) -> None:
     """trainer: max_epochs >= 1 (or -1 with max_steps), gradient clipping >= 0."""
     epochs = get(cfg, "trainer.max_epochs", None)
@@ -113,15 +132,19 @@ def check_trainer(cfg: DictConfig) -> None:
 
 
 RULES: list[Callable[[DictConfig], None]] = [
-    check_data, check_model, check_pos_embed, check_module, check_trainer
+    check_data, check_model, check_pos_embed, check_module, check_trainer, check_batch
 ]
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError on the first invalid value (missing mandatory values included)."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    missing = [k for k in missing if not k.startswith("hydra")]
-    if missing:
-        raise ConfigError(f"{missing[0]} must be set (e.g. `{missing[0]}=...` on the command line)")
-    for rule in RULES:
-        rule(cfg)
+    try:
+        missing = [k for k in sorted(OmegaConf.missing_keys(cfg)) if not k.startswith("hydra")]
+        if missing:
+            raise ConfigError(f"{missing[0]} must be set (e.g. `{missing[0]}=...` on the command line)")
+        for rule in RULES:
+            rule(cfg)
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as e:  # e.g. via interpolation
+        key = re.search(r"Missing mandatory value: (\S+)", str(e))
+        key = key.group(1) if key else e.full_key
+        raise ConfigError(f"{key} must be set (e.g. `{key}=...` on the command line)") from None
