@@ -8,6 +8,7 @@ from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from vitlab.distributed import worker_argv
 from vitlab.errors import VitlabError
 from vitlab.train import train
 
@@ -31,4 +32,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv = worker_argv(sys.argv)  # a DDP worker runs its own job's config, in its folder
     main()

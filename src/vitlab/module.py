@@ -16,6 +16,16 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 STEM = "embed.backbone."  # a hybrid's CNN: the parameters `stem_lr_scale` applies to
+LR_SCALING = ("none", "linear", "sqrt")
+
+
+def lr_factor(rule: str, batch_size: int | None, base_batch_size: int) -> float:
+    """The learning-rate multiplier for a global batch: none = 1, linear = batch / base,
+    sqrt = (batch / base) ** 0.5 — the lr in the config is the one meant for `base_batch_size`."""
+    if rule == "none" or batch_size is None:
+        return 1.0
+    ratio = batch_size / base_batch_size
+    return ratio if rule == "linear" else math.sqrt(ratio)
 
 
 def param_groups(model: nn.Module, weight_decay: float,
@@ -53,6 +63,9 @@ class ImageClassifier(L.LightningModule):
         warmup_epochs: float = 0.0,
         min_lr_ratio: float = 0.0,
         stem_lr_scale: float | None = None,
+        lr_scaling: str = "none",
+        base_batch_size: int = 256,
+        batch_size: int | None = None,
     ):
         super().__init__()
         # the model and optimiser factory are rebuilt from the run's config, not pickled
@@ -79,8 +92,11 @@ class ImageClassifier(L.LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), y)
         on_step = stage == "train"
+        # sync_dist: with DDP the logged loss is the mean over all processes (one scalar
+        # all-reduce per step), so curves match a single-device run; the torchmetrics sync
+        # their own counts when computed at the epoch's end
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=x.shape[0], sync_dist=stage != "train")
+                 batch_size=x.shape[0], sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 
@@ -96,8 +112,10 @@ class ImageClassifier(L.LightningModule):
     def configure_optimizers(self):
         opt = self.optimizer_factory(param_groups(self.model, self.hparams.weight_decay,
                                                   self.hparams.get("stem_lr_scale")))
+        batch = lr_factor(self.hparams.get("lr_scaling", "none"), self.hparams.get("batch_size"),
+                          self.hparams.get("base_batch_size", 256))
         for group in opt.param_groups:  # before the schedule records each group's base lr
-            group["lr"] *= group.get("lr_scale", 1.0)
+            group["lr"] *= group.get("lr_scale", 1.0) * batch
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = min(total - 1, int(round(self.hparams.warmup_epochs * total / epochs)))

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from .callbacks.guards import DivergenceError, InterruptCheckpoint
 from .callbacks.throughput import Throughput
 from .config_checks import validate
+from .distributed import batch_plan, job_scope, slurm_requeued
 from .errors import ConfigError
 from .loggers import finish_loggers, log_run_config
 from .summary import SUMMARY, read_summary, write_summary
@@ -37,11 +38,14 @@ def instantiate_dict(cfg: DictConfig | None) -> list:
 
 
 def build(cfg: DictConfig):
-    """Data module, LightningModule and Trainer of a composed config."""
-    datamodule = instantiate(cfg.data)
+    """Data module, LightningModule and Trainer of a composed config. `data.batch_size` is the
+    global batch: each process loads its share, accumulated when data.max_device_batch says so."""
+    plan = batch_plan(cfg)
+    datamodule = instantiate(cfg.data, batch_size=plan.device_batch)
     model = instantiate(cfg.model)
     module = instantiate(cfg.module, model=model)
-    trainer = instantiate(cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")),
+    trainer = instantiate(cfg.trainer, accumulate_grad_batches=plan.accumulate,
+                          callbacks=instantiate_dict(cfg.get("callbacks")),
                           logger=instantiate_dict(cfg.get("logger")) or False)
     return datamodule, module, trainer
 
@@ -78,14 +82,22 @@ def _status(error: BaseException, interrupt: InterruptCheckpoint | None) -> str:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Train and test one configuration; return (and write) its summary."""
+    """Train and test one configuration; return (and write) its summary. In a data-parallel
+    run every process runs this; only global rank 0 writes the summary."""
+    with job_scope(cfg.paths.output_dir):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict:
     start = time.time()
     validate(cfg)
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
-    check_run_dir(run_dir, resuming=ckpt_path is not None)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, module, trainer = build(cfg)
+    rank0 = trainer.is_global_zero  # known once the Trainer exists (SLURM, torchrun, submitit)
+    if rank0:
+        check_run_dir(run_dir, resuming=ckpt_path is not None or slurm_requeued(run_dir))
     datamodule.setup("fit")
     summary = {
         "status": "running",
@@ -96,8 +108,10 @@ def train(cfg: DictConfig) -> dict:
         "parameters": count_parameters(module.model),
         "train_images": len(datamodule.splits["train"]),
         "resumed_from": ckpt_path,
+        "batch": batch_plan(cfg).as_dict(),
     }
-    write_summary(run_dir, summary)
+    if rank0:
+        write_summary(run_dir, summary)
     try:
         log_run_config(trainer.loggers, cfg, summary["parameters"])
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -123,7 +137,8 @@ def train(cfg: DictConfig) -> dict:
         summary["epochs"] = trainer.current_epoch
         summary["skipped_images"] = sorted(_skipped(datamodule))
         summary["wall_time_s"] = round(time.time() - start, 2)
-        write_summary(run_dir, summary)
+        if rank0:
+            write_summary(run_dir, summary)
         finish_loggers(trainer.loggers, summary)  # a sweep's next job: own W&B run
     return summary
 

@@ -45,16 +45,22 @@ class ImageDataModule(L.LightningDataModule):
         train_fraction: float = 1.0,
         samples_per_class: int | None = None,
         split_seed: int = 0,
+        shuffle: bool = True,
         **_,  # dataset options (data_dir, download, ...) are bound into `dataset` by the config
     ):
         """`dataset` builds the raw splits. The validation split (when the source has none) and
         the training subset for data-size studies are stratified and seeded by `split_seed`,
-        which stays fixed across training seeds so every seed sees the same images."""
+        which stays fixed across training seeds so every seed sees the same images.
+
+        `batch_size` is what one loader yields: train.build passes each process its share of
+        the config's global batch. `shuffle=False` keeps the training order fixed (tests that
+        compare a DDP run with a single-process one on the same batches)."""
         super().__init__()
         self.dataset = dataset
         self.num_classes = num_classes
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        self.shuffle = shuffle
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.val_fraction, self.train_fraction = val_fraction, train_fraction
         self.samples_per_class, self.split_seed = samples_per_class, split_seed
@@ -100,7 +106,7 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=self.shuffle)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
