@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint clean
+.PHONY: help install train test test-slow lint clean study-posemb study-hybrid report
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,24 @@ test: install ## run the fast test suite (< 10 min on 2 CPU cores)
 
 test-slow: install ## run the slow tests only
 	$(PY) -m pytest -q -m slow $(ARGS)
+
+# Reduced studies on the offline digits, CPU: each < 20 min on 2 idle cores. Full versions:
+# `python src/train.py experiment=posemb_ablation` / `experiment=hybrid_vs_pure` (any data=, trainer=).
+STUDY = $(PY) src/train.py trainer=cpu trainer.enable_progress_bar=false
+study-posemb: install ## positional-embedding ablation, reduced: none/1-D/2-D/relative x 2 seeds, 20 epochs; then its report
+	dir=outputs/studies/posemb_$$(date +%Y-%m-%d_%H-%M-%S); \
+	$(STUDY) experiment=posemb_ablation model/pos_embed=none,learned_1d,learned_2d,relative seed=0,1 \
+		trainer.max_epochs=20 hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
+	$(PY) -m vitlab.report $$dir
+
+study-hybrid: install ## pure vs hybrid x data fraction 0.1-1.0, reduced: 2 seeds, 30 epochs; then its report
+	dir=outputs/studies/hybrid_$$(date +%Y-%m-%d_%H-%M-%S); \
+	$(STUDY) experiment=hybrid_vs_pure seed=0,1 trainer.max_epochs=30 hydra.sweep.dir=$$dir $(ARGS) \
+		|| echo "some runs failed: listed in the report"; \
+	$(PY) -m vitlab.report $$dir
+
+report: install ## table and plots of a sweep folder: make report SWEEP=outputs/train/multiruns/<time>
+	$(PY) -m vitlab.report $(SWEEP)
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check src tests

@@ -1,0 +1,65 @@
+"""Attention rollout and mean attention distance: shapes and the properties that define them."""
+
+import pytest
+import torch
+
+from vitlab.analysis.attention import (
+    attention_rollout,
+    mean_attention_distance,
+    model_attention,
+    plot_attention_distance,
+    plot_rollout,
+    rollout_map,
+)
+from vitlab.models import VisionTransformer
+
+
+def random_maps(depth=3, batch=2, heads=4, n=17):
+    return [torch.rand(batch, heads, n, n).softmax(dim=-1) for _ in range(depth)]
+
+
+@pytest.mark.parametrize("fusion", ["mean", "max", "min"])
+def test_rollout_is_row_stochastic(fusion):
+    rollout = attention_rollout(random_maps(), head_fusion=fusion)
+    assert rollout.shape == (2, 17, 17)
+    assert torch.all(rollout >= 0)
+    torch.testing.assert_close(rollout.sum(dim=-1), torch.ones(2, 17))
+
+
+def test_rollout_of_identity_attention_is_identity_and_order_matters():
+    eye = torch.eye(5).expand(1, 2, 5, 5)
+    torch.testing.assert_close(attention_rollout([eye, eye]), torch.eye(5)[None])
+    a, b = random_maps(depth=2, batch=1, n=5)
+    fa, fb = (0.5 * m.mean(1) + 0.5 * torch.eye(5) for m in (a, b))
+    torch.testing.assert_close(attention_rollout([a, b]), fb @ fa)  # last block applied last
+
+
+def test_mean_attention_distance_of_known_patterns():
+    """A class token plus a 2x3 grid: attending only to oneself is distance 0; attending
+    uniformly to the patches is the mean pairwise distance, in pixels."""
+    n, grid = 7, (2, 3)
+    to_self = torch.eye(n).expand(1, 1, n, n)
+    uniform = torch.full((1, 1, n, n), 1 / n)
+    dist = mean_attention_distance([to_self, uniform], grid, num_prefix=1, pixels_per_token=4)
+    assert dist.shape == (2, 1)
+    ys, xs = torch.meshgrid(torch.arange(2.0), torch.arange(3.0), indexing="ij")
+    pts = torch.stack([ys.flatten(), xs.flatten()], -1)
+    expected = torch.cdist(pts, pts).mean() * 4
+    assert dist[0, 0] == 0 and dist[1, 0] == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_maps_of_a_model(pool):
+    model = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=32,
+                              depth=2, num_heads=2, pool=pool)
+    images = torch.randn(3, 1, 16, 16)
+    maps, grid, pixels = model_attention(model, images)
+    assert model.training  # restored
+    assert len(maps) == 2 and maps[0].shape == (3, 2, 16 + model.num_prefix, 16 + model.num_prefix)
+    heat = rollout_map(maps, grid, model.num_prefix)
+    assert heat.shape == (3, 4, 4) and torch.allclose(heat.amax(dim=(1, 2)), torch.ones(3))
+    dist = mean_attention_distance(maps, grid, model.num_prefix, pixels)
+    assert dist.shape == (2, 2) and pixels == 4
+    assert torch.all((dist >= 0) & (dist <= 4 * 3 * 2**0.5))
+    plot_rollout(images, heat, labels=torch.tensor([0, 1, 2]))
+    plot_attention_distance(dist)
