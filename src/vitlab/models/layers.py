@@ -11,7 +11,6 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 
 class AttentionPosition(Protocol):
@@ -77,6 +76,28 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+class DropPath(nn.Module):
+    """Stochastic depth as the residual add: x + branch, where training drops the branch of
+    whole samples at rate p and scales the kept ones by 1/(1-p). One addcmul, not a multiply
+    then an add (a pass over the activations saved); plain x + branch when p is 0."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x + branch
+        if self.p >= 1.0:
+            return x + 0 * branch
+        keep = 1.0 - self.p
+        mask = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
+        return torch.addcmul(x, branch, mask.bernoulli_(keep).div_(keep))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
 
@@ -87,8 +108,8 @@ class Block(nn.Module):
         self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
-        self.drop_path = StochasticDepth(drop_path, "row")
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, pos: AttentionPosition | None = None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), pos))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = self.drop_path(x, self.attn(self.norm1(x), pos))
+        return self.drop_path(x, self.mlp(self.norm2(x)))

@@ -91,20 +91,26 @@ class VisionTransformer(nn.Module):
         x = self.pos_drop(self.pos_embed.add(x, grid, 0))
         return x, grid, self.pos_embed.attention(grid)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
         x, grid, pos = self.tokens(x)
         for i, block in enumerate(self.blocks):
             if i:
                 x = self.pos_embed.add(x, grid, i)
             x = block(x, pos)
-        return self.norm(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self._encode(x))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, 0] if self.pool == "cls" else x[:, self.num_prefix:].mean(dim=1)
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        x = self._encode(x)
+        if self.pool == "cls":  # LayerNorm acts per token: normalise only the one pooled
+            return self.head(self.norm(x[:, 0]))
+        return self.forward_head(self.norm(x))
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
