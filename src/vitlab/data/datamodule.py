@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..errors import DataError
 from .splits import Splits, check_splits, labels_of, per_class_subset, stratified_split
@@ -94,11 +94,12 @@ class ImageDataModule(L.LightningDataModule):
             "test": Transformed(raw.test, self.eval_transform),
         }
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, sampler=None) -> DataLoader:
         return DataLoader(
             self.splits[split],
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -106,7 +107,13 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=self.shuffle)
+        trainer = self.trainer
+        if self.shuffle or trainer is None or trainer.world_size < 2:
+            return self._loader("train", shuffle=self.shuffle)
+        # Lightning's DDP sampler always shuffles the training split: keep the order asked for
+        sampler = DistributedSampler(self.splits["train"], trainer.world_size, trainer.global_rank,
+                                     shuffle=False)
+        return self._loader("train", shuffle=False, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
