@@ -136,9 +136,10 @@ def _only_sweep(cwd: Path) -> Path:
 def test_multirun_of_ddp_jobs_gives_each_job_its_own_complete_folder(tmp_path):
     """The Hydra x Lightning pitfall: rank 1 is started with rank 0's command line, i.e. the whole
     sweep; it must instead run its own job's config in its own job's folder, and the second job
-    must start fresh workers (not wait for the first job's)."""
-    result = run_entry("train.py", ["-m", *TINY, "trainer=ddp_cpu", "model.depth=1,2", "test=false"],
-                       cwd=tmp_path)
+    must start fresh workers (not wait for the first job's). W&B (offline) logs one run per job,
+    from rank 0 only."""
+    result = run_entry("train.py", ["-m", *TINY, "trainer=ddp_cpu", "model.depth=1,2", "test=false",
+                                    "logger=many"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = _only_sweep(tmp_path)
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
@@ -150,6 +151,7 @@ def test_multirun_of_ddp_jobs_gives_each_job_its_own_complete_folder(tmp_path):
         assert OmegaConf.load(folder / ".hydra" / "config.yaml").model.depth == depth
         assert (folder / "checkpoints" / "last.ckpt").is_file()
         assert (folder / "train_ddp_process_1.log").is_file()  # rank 1 ran here
+        assert len(list((folder / "wandb").glob("offline-run-*"))) == 1  # one W&B run, not two
         params.append(summary["parameters"])
     assert params[0] < params[1]  # each job trained its own model
 
