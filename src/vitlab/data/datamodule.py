@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..errors import DataError
+from .on_device import DeviceLoader, as_uint8, augment_options
 from .splits import Splits, check_splits, labels_of, per_class_subset, stratified_split
 from .transforms import build_transform
 
@@ -46,6 +48,7 @@ class ImageDataModule(L.LightningDataModule):
         samples_per_class: int | None = None,
         split_seed: int = 0,
         shuffle: bool = True,
+        on_device: bool = False,
         **_,  # dataset options (data_dir, download, ...) are bound into `dataset` by the config
     ):
         """`dataset` builds the raw splits. The validation split (when the source has none) and
@@ -54,7 +57,10 @@ class ImageDataModule(L.LightningDataModule):
 
         `batch_size` is what one loader yields: train.build passes each process its share of
         the config's global batch. `shuffle=False` keeps the training order fixed (tests that
-        compare a DDP run with a single-process one on the same batches)."""
+        compare a DDP run with a single-process one on the same batches).
+
+        `on_device=True` holds each split as one uint8 tensor on the training device and
+        augments there (crop and flip only): see on_device.py."""
         super().__init__()
         self.dataset = dataset
         self.num_classes = num_classes
@@ -68,6 +74,11 @@ class ImageDataModule(L.LightningDataModule):
         self.eval_transform = build_transform(mean, std, (), resize)
         self.classes: Sequence[str] = ()
         self.splits: dict[str, Dataset] = {}
+        self.on_device = on_device
+        if on_device:  # checked now: a config error, before any data is read
+            self.device_augment = augment_options(augment, img_size)
+            self.mean, self.std, self.resize = list(mean), list(std), resize
+            self._device_data: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -94,7 +105,24 @@ class ImageDataModule(L.LightningDataModule):
             "test": Transformed(raw.test, self.eval_transform),
         }
 
-    def _loader(self, split: str, shuffle: bool, sampler=None) -> DataLoader:
+    def _device_loader(self, split: str, shuffle: bool) -> DeviceLoader:
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer else torch.device("cpu")
+        if (split, str(device)) not in self._device_data:  # once per split: decode and upload
+            images, labels = as_uint8(self.splits[split].dataset, self.resize)
+            self._device_data[split, str(device)] = images.to(device), labels.to(device)
+        images, labels = self._device_data[split, str(device)]
+        augment = self.device_augment if split == "train" else {}
+        return DeviceLoader(
+            images, labels, self.batch_size if split == "train" else self.eval_batch_size,
+            self.mean, self.std, shuffle=shuffle, seed=torch.initial_seed() % 2**31, **augment,
+            rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
+            epoch=(lambda: trainer.current_epoch) if trainer else None,
+        )
+
+    def _loader(self, split: str, shuffle: bool, sampler=None) -> DataLoader | DeviceLoader:
+        if self.on_device:
+            return self._device_loader(split, shuffle)
         return DataLoader(
             self.splits[split],
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
@@ -108,7 +136,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
-        if self.shuffle or trainer is None or trainer.world_size < 2:
+        if self.shuffle or self.on_device or trainer is None or trainer.world_size < 2:
             return self._loader("train", shuffle=self.shuffle)
         # Lightning's DDP sampler always shuffles the training split: keep the order asked for
         sampler = DistributedSampler(self.splits["train"], trainer.world_size, trainer.global_rank,
