@@ -7,6 +7,7 @@ ending: "completed", "interrupted" (Ctrl-C / SIGTERM; a checkpoint was saved), "
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -43,11 +44,23 @@ def build(cfg: DictConfig):
     plan = batch_plan(cfg)
     datamodule = instantiate(cfg.data, batch_size=plan.device_batch)
     model = instantiate(cfg.model)
+    if cfg.get("compile"):  # in place, so checkpoints keep the parameter names
+        model.compile()
     module = instantiate(cfg.module, model=model)
     trainer = instantiate(cfg.trainer, accumulate_grad_batches=plan.accumulate,
                           callbacks=instantiate_dict(cfg.get("callbacks")),
                           logger=instantiate_dict(cfg.get("logger")) or False)
+    if trainer.strategy.root_device.type == "cuda":
+        gpu_fast_path(cfg, module)
     return datamodule, module, trainer
+
+
+def gpu_fast_path(cfg: DictConfig, module: L.LightningModule) -> None:
+    """CUDA defaults: fp32 matmuls at `matmul_precision` (high: TF32), AdamW's fused kernel."""
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision") or "highest")
+    factory = module.optimizer_factory
+    if getattr(factory, "func", None) is torch.optim.AdamW and "fused" not in factory.keywords:
+        module.optimizer_factory = functools.partial(factory, fused=True)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:

@@ -1,0 +1,222 @@
+"""Performance plumbing: FLOP counts, the benchmark entry point, the on-device loader, the
+throughput callback, compile without graph breaks. No test here times anything."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch._dynamo
+from conftest import compose_config, run_entry
+from hydra.utils import instantiate
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.data import Subset
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.transforms import v2
+
+from vitlab.data.datasets.digits import TensorImages
+from vitlab.data.on_device import DeviceLoader, as_uint8, augment_options, crop_flip
+from vitlab.errors import ConfigError
+from vitlab.flops import forward_flops, matmul_macs, peak_tflops, vit_macs
+from vitlab.models import HybridEmbed, VisionTransformer
+from vitlab.models.pos_embed import Learned1d, Relative, RelativeBias, Rope2d
+from vitlab.train import gpu_fast_path, train
+
+
+@pytest.mark.parametrize("preset,gmacs", [("vit_tiny", 1.26), ("vit_small", 4.61), ("vit_base", 17.58)])
+def test_forward_macs_equal_the_published_counts_at_224(preset, gmacs, monkeypatch):
+    monkeypatch.setattr(torch.nn.init, "trunc_normal_", lambda t, *a, **k: t)  # counts only
+    cfg = compose_config([f"model={preset}", "data.num_classes=1000", "data.img_size=224",
+                          "data.in_chans=3"])
+    model = instantiate(cfg.model)
+    # the published figures (fvcore) count LayerNorm too; MFU counts the matmuls only
+    assert round(sum(vit_macs(model).values()) / 1e9, 2) == gmacs
+    assert matmul_macs(model) == pytest.approx(gmacs * 1e9, rel=6e-3)  # LayerNorm: < 0.4 %
+
+
+TINY = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, num_classes=5)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("learned_1d", {}),
+    ("relative", {"pos_embed": Relative}),  # Shaw keys: one more N²·D product per block
+    ("mean_pool", {"pool": "mean"}),
+    ("hybrid", {"patch_size": 1, "img_size": 32,
+                "embed": functools.partial(HybridEmbed, backbone="resnet18", out_index=2)}),
+])
+def test_analytic_count_equals_torch_flop_counter_on_the_unfused_attention_path(name, kwargs):
+    model = VisionTransformer(**{**TINY, **kwargs}).eval()
+    size = kwargs.get("img_size", TINY["img_size"])
+    # the math backend spells attention out as matmuls, which FlopCounterMode sees
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        model(torch.randn(1, 3, size, size))
+    assert forward_flops(model, size) == counter.get_total_flops()
+
+
+def test_peak_table_and_override(monkeypatch):
+    assert peak_tflops("cpu", "32")[0] is None  # MFU only where the peak is known
+    assert peak_tflops("cpu", "32", cpu_estimate=True)[0] > 0
+    monkeypatch.setenv("VITLAB_PEAK_TFLOPS", "123")
+    assert peak_tflops("cpu", "bf16")[0] == 123.0
+
+
+@pytest.mark.parametrize("preset", ["vit_micro", "vit_hybrid"])
+def test_bench_runs_end_to_end_against_timm(preset, tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_entry("bench.py", [f"model={preset}", "batch_size=2", "warmup=1", "rounds=2",
+                                    "steps=1", f"out={out}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "train ratio vitlab/timm" in result.stdout and "infer ratio vitlab/timm" in result.stdout
+    r = json.loads(out.read_text())
+    assert r["img_size"] == 32 and r["device"] == "cpu"
+    assert r["parameters"]["vitlab"] == r["parameters"]["timm"]  # the same configuration
+    for phase in ("train", "infer"):
+        assert r[phase]["ratio"] > 0 and len(r[phase]["vitlab"]["rounds_ms"]) == 2
+        assert r[phase]["timm"]["tflops"] > 0 and r[phase]["vitlab"]["mfu"] > 0
+    assert not list(tmp_path.glob("outputs")), "a benchmark writes no run folder"
+
+
+# ---- on-device loader
+
+
+def _images(n=40, size=8, chans=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 256, (n, chans, size, size), generator=g, dtype=torch.uint8),
+            torch.arange(n) % 4)
+
+
+def test_device_batches_equal_the_dataloader_transform_without_augmentation():
+    images, labels = _images()
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    loader = DeviceLoader(images, labels, batch_size=16, mean=mean, std=std)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 3 and [len(y) for _, y in batches] == [16, 16, 8]
+    x, y = batches[0]
+    assert x.shape == (16, 3, 8, 8) and x.dtype == torch.float32 and x.is_contiguous()
+    assert y.dtype == torch.int64
+    expected = v2.Normalize(mean, std)(images[:16].float() / 255)
+    torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)
+    assert torch.equal(y, labels[:16])
+
+
+def test_crop_flip_is_torchvision_crop_of_the_padded_image_then_flip():
+    images, _ = _images(n=6)
+    top, left = torch.tensor([0, 8, 3, 4, 1, 7]), torch.tensor([8, 0, 5, 4, 2, 6])
+    flip = torch.tensor([False, True, False, True, True, False])
+    out = crop_flip(images, top, left, flip, padding=4)
+    for i in range(6):
+        ref = v2.functional.crop(v2.functional.pad(images[i], [4]), int(top[i]), int(left[i]), 8, 8)
+        assert torch.equal(out[i], ref.flip(-1) if flip[i] else ref)
+    assert torch.equal(crop_flip(images, top, left, flip, padding=0)[1], images[1].flip(-1))
+
+
+def test_augmentation_varies_and_epochs_reshuffle_reproducibly():
+    images, _ = _images(n=64)
+    ids = torch.arange(64)  # labels as image ids, to follow the order
+    norm = dict(mean=[0.5] * 3, std=[0.5] * 3)
+
+    def loader(seed, shuffle=True, **aug):
+        return DeviceLoader(images, ids, batch_size=64, shuffle=shuffle, seed=seed, **norm, **aug)
+
+    a = loader(0)
+    (xa0, ya0), (_, ya1) = next(iter(a)), next(iter(a))  # epochs 0 and 1
+    xb0, yb0 = next(iter(loader(0)))
+    assert torch.equal(xa0, xb0) and torch.equal(ya0, yb0)  # seeded: reproducible
+    assert not torch.equal(ya0, ya1)  # a new order every epoch
+    assert sorted(ya0.tolist()) == list(range(64))  # a permutation: every image once
+    assert not torch.equal(next(iter(loader(1)))[1], ya0)  # another seed, another order
+
+    plain, _ = next(iter(loader(0, shuffle=False)))
+    augmented = loader(0, shuffle=False, padding=2, flip=0.5)
+    e0, e1 = next(iter(augmented))[0], next(iter(augmented))[0]
+    changed = [not torch.equal(e0[i], plain[i]) for i in range(64)]
+    assert sum(changed) > 48  # crops and flips change most images ...
+    assert sum(not torch.equal(e0[i], e1[i]) for i in range(64)) > 48  # ... differently each epoch
+
+
+def test_ddp_shards_are_disjoint_equal_and_cover_the_epoch():
+    images, _ = _images(n=41)
+    shards = [DeviceLoader(images, torch.arange(41), 8, [0.5] * 3, [0.5] * 3, shuffle=True, seed=3,
+                           rank=r, world_size=2) for r in range(2)]
+    seen = [torch.cat([y for _, y in s]).tolist() for s in shards]
+    assert len(seen[0]) == len(seen[1]) == 20 and len(shards[0]) == 3
+    assert not set(seen[0]) & set(seen[1])
+
+
+def test_as_uint8_unwraps_subsets_and_decodes_other_datasets():
+    images, labels = _images(n=10)
+    nested = Subset(Subset(TensorImages(images, labels), [9, 7, 5, 3, 1]), [4, 0])
+    x, y = as_uint8(nested)
+    assert torch.equal(x, images[[1, 9]]) and torch.equal(y, labels[[1, 9]])
+
+    class Pil:  # an ImageFolder-like dataset of PIL images
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return v2.functional.to_pil_image(images[i]), int(labels[i])
+
+    x, y = as_uint8(Pil())
+    assert torch.equal(x, images[:3]) and torch.equal(y, labels[:3])
+    assert as_uint8(Pil(), resize=4)[0].shape == (3, 3, 4, 4)
+
+
+def test_on_device_refuses_augmentations_it_cannot_run():
+    assert augment_options({"crop": v2.RandomCrop(32, padding=4), "flip": v2.RandomHorizontalFlip()},
+                           32) == {"padding": 4, "flip": 0.5}
+    with pytest.raises(ConfigError, match="data.on_device"):
+        augment_options({"ra": v2.RandAugment()}, 32)
+
+
+def test_training_with_the_on_device_loader_logs_throughput_and_mfu(compose_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("VITLAB_PEAK_TFLOPS", "0.1")  # a known peak, so MFU is logged on CPU
+    cfg = compose_cfg(["data.on_device=true", "trainer.max_epochs=1", "data.train_fraction=0.3",
+                       "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"])
+    summary = train(cfg)
+    assert summary["status"] == "completed" and summary["images_per_sec"] > 0
+    assert 0 <= summary["test"]["test/acc"] <= 1
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
+    perf = [r for r in rows if r.get("perf/mfu")]
+    assert perf, "no perf/mfu logged"
+    for key in ("perf/images_per_sec", "perf/step_time_s", "perf/tflops", "perf/mfu"):
+        assert float(perf[-1][key]) > 0
+    assert 0 <= float(perf[-1]["perf/data_frac"]) < 1
+
+
+def test_gpu_fast_path_sets_tf32_and_fused_adamw():
+    module = SimpleNamespace(optimizer_factory=functools.partial(torch.optim.AdamW, lr=1e-3))
+    before = torch.get_float32_matmul_precision()
+    try:
+        gpu_fast_path(compose_config([]), module)
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert module.optimizer_factory.keywords == {"lr": 1e-3, "fused": True}
+
+
+# ---- torch.compile: the model traces as one graph for every positional interface
+
+
+@pytest.mark.parametrize("pos_embed", [Learned1d, Rope2d, RelativeBias, Relative])
+def test_model_has_no_graph_breaks(pos_embed):
+    model = VisionTransformer(**TINY, drop_path_rate=0.1, pos_embed=pos_embed).train()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(torch.randn(2, 3, 16, 16))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pos_embed", [Learned1d, Rope2d])
+def test_fullgraph_compile_trains_and_matches_eager(pos_embed):
+    torch.manual_seed(0)
+    model = VisionTransformer(**TINY, pos_embed=pos_embed)
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
+    compiled(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
