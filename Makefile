@@ -29,15 +29,18 @@ test-slow: install ## run the slow tests only
 # Reduced studies on the offline digits, CPU: each < 20 min on 2 idle cores. Full versions:
 # `python src/train.py experiment=posemb_ablation` / `experiment=hybrid_vs_pure` (any data=, trainer=).
 STUDY = $(PY) src/train.py trainer=cpu trainer.enable_progress_bar=false
-study-posemb: install ## positional-embedding ablation, reduced: none/1-D/2-D/relative x 2 seeds, 20 epochs; then its report
+SEEDS ?= 0,1
+POSEMB_EPOCHS ?= 20
+HYBRID_EPOCHS ?= 30
+study-posemb: install ## positional-embedding ablation, reduced: none/1-D/2-D/relative x 2 seeds x 20 epochs (POSEMB_EPOCHS=); then its report
 	dir=outputs/studies/posemb_$$(date +%Y-%m-%d_%H-%M-%S); \
-	$(STUDY) experiment=posemb_ablation model/pos_embed=none,learned_1d,learned_2d,relative seed=0,1 \
-		trainer.max_epochs=20 hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
+	$(STUDY) experiment=posemb_ablation model/pos_embed=none,learned_1d,learned_2d,relative seed=$(SEEDS) \
+		trainer.max_epochs=$(POSEMB_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir
 
-study-hybrid: install ## pure vs hybrid x data fraction 0.1-1.0, reduced: 2 seeds, 30 epochs; then its report
+study-hybrid: install ## pure vs hybrid x data fraction 0.1-1.0, reduced: 2 seeds x 30 epochs (SEEDS=, HYBRID_EPOCHS=); then its report
 	dir=outputs/studies/hybrid_$$(date +%Y-%m-%d_%H-%M-%S); \
-	$(STUDY) experiment=hybrid_vs_pure seed=0,1 trainer.max_epochs=30 hydra.sweep.dir=$$dir $(ARGS) \
+	$(STUDY) experiment=hybrid_vs_pure seed=$(SEEDS) trainer.max_epochs=$(HYBRID_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) \
 		|| echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir
 
