@@ -38,7 +38,10 @@ class Attention(nn.Module):
 
     def _qkv(self, x: torch.Tensor, pos: AttentionPosition | None):
         B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # split along the "3" axis, then transpose each: the same views as a permute, but the
+        # backward stacks dq, dk, dv straight into the qkv layout (one copy, not two)
+        q, k, v = (t.transpose(1, 2) for t in
+                   self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).unbind(2))
         bias = None
         if pos is not None:
             q, k, bias = pos(q, k)
