@@ -5,6 +5,7 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
@@ -25,6 +26,8 @@ def main(cfg: DictConfig) -> float | None:
     except SIGTERMException:  # pre-empted: a checkpoint was saved; exit as killed by SIGTERM
         sys.exit(143)
     acc = summary.get("test", {}).get("test/acc")
+    if rank_zero_only.rank:  # a DDP worker: rank 0 reports
+        return acc
     if acc is not None:
         print(f"test accuracy: {acc:.4f}  ({summary['wall_time_s']:.0f} s)")
     print(f"run folder: {summary['run_dir']}")

@@ -30,9 +30,9 @@ TINY = ["model.depth=2", "data/augment=none", "data.train_fraction=0.1", "data.b
 # --- the batch rule, without processes ------------------------------------------------------
 
 @pytest.mark.parametrize("overrides, plan", [
-    ([], (64, 1, 1, 64)),
-    (["trainer=ddp_cpu"], (64, 2, 1, 32)),
-    (["trainer=ddp_cpu", "data.max_device_batch=8"], (64, 2, 4, 8)),
+    (["data.batch_size=64"], (64, 1, 1, 64)),
+    (["trainer=ddp_cpu", "data.batch_size=64"], (64, 2, 1, 32)),
+    (["trainer=ddp_cpu", "data.batch_size=64", "data.max_device_batch=8"], (64, 2, 4, 8)),
     (["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "data.batch_size=256"], (256, 8, 1, 32)),
     (["trainer=ddp", "trainer.devices=[0,1,2]", "data.batch_size=96"], (96, 3, 1, 32)),
 ])
@@ -42,7 +42,7 @@ def test_global_batch_is_split_over_processes(overrides, plan):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["trainer=ddp", "trainer.devices=3"],
+    (["trainer=ddp", "trainer.devices=3", "data.batch_size=64"],
      "data.batch_size=64 (the global batch) is not divisible by the world size 3"),
     (["trainer=ddp_cpu", "data.batch_size=60", "data.max_device_batch=8"],
      "data.batch_size=60 gives 30 images per process, which data.max_device_batch=8 cannot split"),
