@@ -35,7 +35,7 @@ def test_digits_ship_offline_with_a_fixed_stratified_test_split():
 def test_default_data_module_batches_normalised_images(compose_cfg):
     dm = setup(compose_cfg())
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (64, 1, 32, 32) and x.dtype == torch.float32 and y.shape == (64,)
+    assert x.shape == (32, 1, 32, 32) and x.dtype == torch.float32 and y.shape == (32,)
     assert -1.5 < x.mean() < 1.5
     assert len(dm.splits["train"]) + len(dm.splits["val"]) == 1437
 
