@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint clean study-posemb study-hybrid report
+.PHONY: help install train test test-slow lint clean study-posemb study-hybrid report bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ study-hybrid: install ## pure vs hybrid x data fraction 0.1-1.0, reduced: 2 seed
 
 report: install ## table and plots of a sweep folder: make report SWEEP=outputs/train/multiruns/<time>
 	$(PY) -m vitlab.report $(SWEEP)
+
+bench: install ## vitlab vs timm training and inference speed (ARGS="model=vit_small img_size=224 batch_size=16")
+	$(PY) src/bench.py $(ARGS)
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check src tests
