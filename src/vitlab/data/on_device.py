@@ -76,18 +76,16 @@ def as_uint8(dataset: Dataset, resize: int | None = None) -> tuple[torch.Tensor,
 def crop_flip(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
               padding: int) -> torch.Tensor:
     """Per-image random crop of the zero-padded batch at (top, left) in [0, 2·padding], then
-    a horizontal flip where `flip`: all images at once by gather indexing, on x's device."""
+    a horizontal flip where `flip`: all images at once, two gathers (rows, then columns)."""
     B, C, H, W = x.shape
-    if padding:
-        x = F.pad(x, (padding,) * 4)
-        ar_h = torch.arange(H, device=x.device)
-        ar_w = torch.arange(W, device=x.device)
-        cols = left[:, None] + ar_w
-        cols = torch.where(flip[:, None], cols.flip(1), cols)  # the flip is a reversed column index
-        rows = top[:, None] + ar_h
-        x = x[torch.arange(B, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-        return x.permute(0, 3, 1, 2)  # advanced indexing put channels last
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if not padding:
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    x = F.pad(x, (padding,) * 4)
+    rows = top[:, None] + torch.arange(H, device=x.device)
+    cols = left[:, None] + torch.arange(W, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flip is a reversed column index
+    x = x.gather(2, rows[:, None, :, None].expand(B, C, H, x.shape[-1]))
+    return x.gather(3, cols[:, None, None, :].expand(B, C, H, W))
 
 
 class DeviceLoader:
