@@ -39,6 +39,12 @@ def test_cli_trains_writes_a_run_folder_and_eval_reproduces_its_test_metrics(tmp
     for key, value in summary["test"].items():
         assert eval_summary["test"][key] == pytest.approx(value, abs=1e-6)
 
+    # the same checkpoint at another image size: the 4x4 position table becomes 6x6
+    larger = run_entry("eval.py", [f"ckpt_path={ckpt}", "+data.img_size=48",
+                                   f"hydra.run.dir={tmp_path / 'eval48'}"], cwd=tmp_path)
+    assert larger.returncode == 0, larger.stderr[-2000:]
+    assert json.loads((tmp_path / "eval48" / "summary.json").read_text())["test"]["test/acc"] > 0.1
+
 
 def test_the_same_seed_repeats_exactly_on_cpu_and_another_seed_differs(compose_cfg, tmp_path):
     def run(seed, name):

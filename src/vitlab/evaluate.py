@@ -29,7 +29,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist")
     if cfg.split not in ("val", "test"):
         raise ConfigError(f"split={cfg.split!r} must be test or val")
-    run_cfg = run_config(ckpt_path)
+    # `+data.img_size=48`, `+data.batch_size=256`, ...: on top of the run's own (unresolved)
+    # config, so the model follows a new image size through its interpolations
+    run_cfg = OmegaConf.merge(run_config(ckpt_path),
+                              {k: cfg[k] for k in ("data", "model") if k in cfg})
     validate(run_cfg)
     datamodule = instantiate(run_cfg.data)
     module = instantiate(run_cfg.module, model=instantiate(run_cfg.model))
