@@ -145,7 +145,8 @@ def _train(cfg: DictConfig) -> dict:
         raise
     finally:
         throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
-        summary["images_per_sec"] = throughput.images_per_sec if throughput else None
+        speed = throughput.images_per_sec if throughput else None  # this process's
+        summary["images_per_sec"] = speed * trainer.world_size if speed else None  # all of them
         summary["global_step"] = trainer.global_step
         summary["epochs"] = trainer.current_epoch
         summary["skipped_images"] = sorted(_skipped(datamodule))
