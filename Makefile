@@ -32,9 +32,9 @@ STUDY = $(PY) src/train.py trainer=cpu trainer.enable_progress_bar=false
 SEEDS ?= 0,1
 POSEMB_EPOCHS ?= 20
 HYBRID_EPOCHS ?= 30
-study-posemb: install ## positional-embedding ablation, reduced: none/1-D/2-D/relative x 2 seeds x 20 epochs (POSEMB_EPOCHS=); then its report
+study-posemb: install ## positional-embedding ablation, reduced: all 7 variants x 2 seeds x 20 epochs (SEEDS=, POSEMB_EPOCHS=); then its report
 	dir=outputs/studies/posemb_$$(date +%Y-%m-%d_%H-%M-%S); \
-	$(STUDY) experiment=posemb_ablation model/pos_embed=none,learned_1d,learned_2d,relative seed=$(SEEDS) \
+	$(STUDY) experiment=posemb_ablation seed=$(SEEDS) \
 		trainer.max_epochs=$(POSEMB_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir
 
