@@ -193,3 +193,12 @@ def test_num_classes_must_match_the_data(tmp_path, compose_cfg):
                                   "data.num_classes=5"]).data)
     with pytest.raises(DataError, match=r"has 3 classes but data.num_classes=5"):
         dm.setup("fit")
+
+
+def test_an_empty_split_is_an_error_naming_it(tmp_path):
+    write_folder(tmp_path, "train", ["a", "b"])
+    for c in ("a", "b"):
+        (tmp_path / "test" / c).mkdir(parents=True)  # class folders without images
+    with pytest.raises(DataError, match=r"test split is empty") as info:
+        imagefolder(str(tmp_path))
+    assert "\n" not in str(info.value)

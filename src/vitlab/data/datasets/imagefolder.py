@@ -46,7 +46,7 @@ def _folder(root: Path, name: str, skip_corrupt: bool) -> CheckedImageFolder:
     try:
         return CheckedImageFolder(str(path), skip_corrupt)
     except FileNotFoundError as e:  # no class folders, or class folders without images
-        raise DataError(f"{path}: {e}") from e
+        raise DataError(f"the {name} split is empty: {path}: {e}") from e
 
 
 def imagefolder(data_dir: str, train_dir: str = "train", val_dir: str | None = "val",
