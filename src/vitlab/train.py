@@ -115,6 +115,7 @@ def _train(cfg: DictConfig) -> dict:
     summary = {
         "status": "running",
         "run_dir": str(run_dir),
+        "started_at": round(start, 3),  # unix time: when jobs of a sweep ran, and side by side
         "seed": cfg.seed,
         "tags": list(cfg.get("tags") or []),
         "model": cfg.model._target_,
@@ -150,7 +151,8 @@ def _train(cfg: DictConfig) -> dict:
         summary["global_step"] = trainer.global_step
         summary["epochs"] = trainer.current_epoch
         summary["skipped_images"] = sorted(_skipped(datamodule))
-        summary["wall_time_s"] = round(time.time() - start, 2)
+        summary["finished_at"] = round(time.time(), 3)
+        summary["wall_time_s"] = round(summary["finished_at"] - start, 2)
         if rank0:
             write_summary(run_dir, summary)
         finish_loggers(trainer.loggers, summary)  # a sweep's next job: own W&B run
