@@ -67,16 +67,16 @@ def test_only_none_is_invariant_to_permuting_the_patch_grid(key, pool):
         assert change > 1e-2
 
 
-def pair_logits(key: str, grid=(4, 4), **options):
-    """Logits of one attention layer when every token has the same content, so that only
-    positions can tell pairs apart: (H, N, N) with the class token first."""
+def pair_logits(key: str, grid=(4, 4), layer: int = 0, **options):
+    """Logits of one attention layer (positions of block `layer`) when every token has the same
+    content, so that only positions can tell pairs apart: (H, N, N) with the class token first."""
     pos = tiny(key, **options).pos_embed
     for p in pos.parameters():  # larger tables than at init, far above float noise
         nn.init.normal_(p, std=1.0)
     torch.manual_seed(2)
     attn = Attention(32, num_heads=2)
     x = torch.randn(1, 1, 32).expand(1, 1 + grid[0] * grid[1], 32)
-    return attn.attention_logits(x, pos.attention(grid))[0]
+    return attn.attention_logits(x, pos.attention(grid, layer))[0]
 
 
 @pytest.mark.parametrize("key,offsets", [("relative", "2d"), ("relative", "1d"),
@@ -113,16 +113,147 @@ def test_the_class_token_has_no_offset_in_relative_tables(key):
     torch.testing.assert_close(logits[:, 1:, 0], logits[:, 1:2, 0].expand(-1, 16))
 
 
-def test_relative_adds_q_dot_r_scaled_like_q_dot_k():
-    """Shaw et al.: logit_ij = q_i·(k_j + r_ij) / sqrt(d), computed here by hand."""
-    pos = tiny("relative", init_std=1.0).pos_embed
-    attn = Attention(32, num_heads=2)
-    x = torch.randn(1, 17, 32)
-    q, k, _ = attn.qkv(x).reshape(1, 17, 3, 2, 16).permute(2, 0, 3, 1, 4)
-    r = pos.weight.flatten(0, 1)[pos.offset_index((4, 4))]  # (16, 16, d)
-    expected = ((q[..., 1:, None, :] * (k[..., None, 1:, :] + r)).sum(-1)) / 16**0.5
-    logits = attn.attention_logits(x, pos.attention((4, 4)))
-    torch.testing.assert_close(logits[..., 1:, 1:], expected)
+def shaw_logits_by_loops(q, k, table, cls, grid, offsets):
+    """The paper's relative attention entry by entry: logit_ij = q_i·(k_j + a_ij) / sqrt(d), with
+    a_ij the learned embedding of the offset of patch i from patch j (query minus key), and for
+    the class token (index 0) the class->patch, patch->class, class->class entries of `cls`
+    (zero when None). q, k: (H, N, d); table: one block's (2h-1, 2w-1, d) or (2hw-1, 1, d)."""
+    heads, n, d = q.shape
+    h, w = grid
+
+    def a(i, j):
+        if i == 0 or j == 0:
+            entry = 2 if i == j else 0 if i == 0 else 1
+            return torch.zeros(d) if cls is None else cls[entry]
+        pi, pj = i - 1, j - 1  # patches in raster order
+        if offsets == "1d":
+            return table[pi - pj + h * w - 1, 0]
+        return table[pi // w - pj // w + h - 1, pi % w - pj % w + w - 1]
+
+    logits = torch.empty(heads, n, n)
+    for head in range(heads):
+        for i in range(n):
+            for j in range(n):
+                logits[head, i, j] = q[head, i] @ (k[head, j] + a(i, j)) / d**0.5
+    return logits
+
+
+@pytest.mark.parametrize("shared,cls_entries,offsets", [
+    (False, False, "2d"), (False, True, "2d"), (True, True, "2d"), (False, False, "1d")])
+def test_relative_is_shaws_formula_with_each_blocks_table(shared, cls_entries, offsets):
+    """Every block's logits and fused output against loops over heads, queries and keys."""
+    torch.manual_seed(0)
+    grid = (2, 3)  # not square: rows and columns cannot be confused
+    model = VisionTransformer(img_size=(8, 12), patch_size=4, in_chans=3, num_classes=5,
+                              embed_dim=16, depth=2, num_heads=2, pos_embed=factory(
+                                  "relative", shared=shared, cls_entries=cls_entries,
+                                  offsets=offsets)).eval()
+    pos = model.pos_embed
+    for p in pos.parameters():  # tables as large as the content terms
+        nn.init.normal_(p, std=1.0)
+    x = torch.randn(1, 7, 16)
+    for layer, block in enumerate(model.blocks):
+        table = 0 if shared else layer
+        cls = pos.cls[table] if cls_entries else None
+        q, k, v = block.attn.qkv(x).reshape(7, 3, 2, 8).permute(1, 2, 0, 3)  # each (H, N, d)
+        expected = shaw_logits_by_loops(q, k, pos.weight[table], cls, grid, offsets)
+        position = pos.attention(grid, layer)
+        torch.testing.assert_close(block.attn.attention_logits(x, position)[0], expected)
+        out = (expected.softmax(-1) @ v).transpose(0, 1).reshape(1, 7, 16)
+        torch.testing.assert_close(block.attn(x, position), block.attn.proj(out))
+    # one attention given block 0's and block 1's positions: other tables, unless shared
+    attn = model.blocks[0].attn
+    by_layer = [attn.attention_logits(x, pos.attention(grid, layer)) for layer in (0, 1)]
+    assert torch.allclose(*by_layer) == shared
+CHANNELS = {"relative": 16, "relative_bias": 2}  # head_dim (32 / 2 heads) | heads
+
+
+@pytest.mark.parametrize("cls_entries", [False, True])
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("key", ["relative", "relative_bias"])
+def test_relative_tables_are_per_block_unless_shared(key, shared, cls_entries):
+    model = tiny(key, shared=shared, cls_entries=cls_entries)  # depth 2, 4x4 grid
+    tables = 1 if shared else 2
+    count = sum(p.numel() for p in model.pos_embed.parameters())
+    assert count == tables * (7 * 7 + 3 * cls_entries) * CHANNELS[key]  # 2h-1 = 2w-1 = 7
+    # every block's table is used: a loss on all tokens reaches each of them
+    model.forward_features(torch.randn(2, 3, 16, 16)).square().sum().backward()
+    for p in model.pos_embed.parameters():
+        assert all(g.abs().sum() > 0 for g in p.grad)
+    # one attention given block 0's and block 1's positions: the same only when shared
+    assert torch.allclose(pair_logits(key, layer=0, shared=shared, cls_entries=cls_entries),
+                          pair_logits(key, layer=1, shared=shared, cls_entries=cls_entries)
+                          ) == shared
+
+
+@pytest.mark.parametrize("key", ["relative", "relative_bias"])
+def test_class_token_entries_are_learned_only_when_enabled(key):
+    off = tiny(key).pos_embed
+    assert off.cls is None and "cls" not in off.state_dict()
+    # without entries the class token's row and column carry no position: content only
+    torch.manual_seed(3)
+    attn, x = Attention(32, num_heads=2), torch.randn(1, 17, 32)
+    with_pos, content = attn.attention_logits(x, off.attention((4, 4), 1)), attn.attention_logits(x)
+    torch.testing.assert_close(with_pos[..., 0, :], content[..., 0, :])
+    torch.testing.assert_close(with_pos[..., :, 0], content[..., :, 0])
+    assert not torch.allclose(with_pos[..., 1:, 1:], content[..., 1:, 1:])
+
+    model = tiny(key, cls_entries=True)
+    for p in model.parameters():  # large weights: attention at init is nearly uniform
+        nn.init.normal_(p, std=0.5)
+    images = torch.randn(2, 3, 16, 16)
+    learned = model.attention_maps(images)
+    model(images).sum().backward()
+    assert model.pos_embed.cls.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.pos_embed.cls.zero_()
+    zeroed = model.attention_maps(images)
+    # block 0 sees the same tokens: only the class token's attention changed (its row, and the
+    # patches' weight on it), patch to patch keeps its ratios
+    assert (learned[0][:, :, 0] - zeroed[0][:, :, 0]).abs().max() > 1e-2
+    ratios = [m[0][:, :, 1:, 1:] / m[0][:, :, 1:, 1:].sum(-1, keepdim=True)
+              for m in (learned, zeroed)]
+    torch.testing.assert_close(*ratios)
+
+
+def test_relative_bias_class_entries_are_one_scalar_per_head_as_beit():
+    pos = tiny("relative_bias", cls_entries=True).pos_embed
+    bias = pos.attention((4, 4), 1)(None, None)[2]  # (H, N, N)
+    cls = pos.cls[1]  # block 1: class to patch, patch to class, class to class
+    torch.testing.assert_close(bias[:, 0, 1:], cls[0][:, None].expand(2, 16))
+    torch.testing.assert_close(bias[:, 1:, 0], cls[1][:, None].expand(2, 16))
+    torch.testing.assert_close(bias[:, 0, 0], cls[2])
+
+
+def test_class_token_entries_need_a_class_token():
+    with pytest.raises(ValueError, match="cls_entries"):
+        tiny("relative_bias", pool="mean", cls_entries=True)
+
+
+@pytest.mark.parametrize("key", ["relative", "relative_bias"])
+def test_relative_options_come_from_the_config(key):
+    defaults = instantiate(compose_config([f"model/pos_embed={key}"]).model).pos_embed
+    assert defaults.weight.shape[0] == 4 and defaults.cls is None  # vit_micro: depth 4
+    cfg = compose_config([f"model/pos_embed={key}", "model.pos_embed.shared=true",
+                          "model.pos_embed.cls_entries=true"])
+    validate(cfg)
+    options = instantiate(cfg.model).pos_embed
+    assert options.weight.shape[0] == 1 and options.cls.shape[:2] == (1, 3)
+
+
+@pytest.mark.parametrize("cls_entries", [False, True])
+def test_flop_count_of_shaw_keys_matches_the_unfused_path(cls_entries):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vitlab.flops import forward_flops, vit_macs
+
+    model = tiny("relative", cls_entries=cls_entries)
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        model(torch.randn(1, 3, 16, 16))
+    assert forward_flops(model) == counter.get_total_flops()
+    tokens = 17 if cls_entries else 16  # zero class-token entries are not multiplied
+    assert vit_macs(model)["attn_rel"] == 2 * tokens**2 * 32
 
 
 def test_sincos_2d_is_a_fixed_buffer_equal_to_the_mae_table():
@@ -152,9 +283,11 @@ def test_variants_without_a_table_refuse_another_where(key):
         tiny(key, where="every_layer")
 
 
-@pytest.mark.parametrize("key", KEYS)
-def test_a_checkpoint_loads_and_evaluates_at_another_resolution(key):
-    small, large = tiny(key, img=16), tiny(key, img=32, seed=1)
+@pytest.mark.parametrize("key,options", [(k, {}) for k in KEYS] + [
+    ("relative", {"shared": True, "cls_entries": True}), ("relative", {"offsets": "1d"}),
+    ("relative_bias", {"cls_entries": True})])
+def test_a_checkpoint_loads_and_evaluates_at_another_resolution(key, options):
+    small, large = tiny(key, img=16, **options), tiny(key, img=32, seed=1, **options)
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert small(torch.randn(2, 3, 24, 24)).isfinite().all()  # built at 16, run at 24
@@ -165,6 +298,12 @@ def test_a_checkpoint_loads_and_evaluates_at_another_resolution(key):
         shapes = [(a.shape, b.shape) for a, b in zip(small.pos_embed.parameters(),
                                                      large.pos_embed.parameters(), strict=True)]
         assert any(a != b for a, b in shapes)
+
+
+def test_shared_and_per_block_tables_do_not_load_into_each_other():
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        tiny("relative_bias").load_state_dict(tiny("relative_bias", img=32, shared=True)
+                                              .state_dict())
 
 
 @pytest.mark.parametrize("key", KEYS)

@@ -2,10 +2,11 @@
 
 Fused attention (scaled_dot_product_attention) hides the QKᵀ and AV products from FLOP
 counters, so the count here is by hand from the model's layers: every Linear/Conv's
-multiply-adds for the tokens it sees, plus N²·D for QKᵀ and N²·D for AV per block (and N²·D
-for the Shaw-style relative keys). MFU counts matmuls only (the PaLM convention); LayerNorm
-is reported apart (5 FLOPs per element, as fvcore, which is how the published G-MAC figures
-of timm were counted). Training = 3 × forward (backward costs two forwards' matmuls).
+multiply-adds for the tokens it sees, plus N²·D for QKᵀ and N²·D for AV per block (and n²·D
+for the Shaw-style relative keys of the n patches, N²·D with learned class-token entries).
+MFU counts matmuls only (the PaLM convention); LayerNorm is reported apart (5 FLOPs per
+element, as fvcore, which is how the published G-MAC figures of timm were counted).
+Training = 3 × forward (backward costs two forwards' matmuls).
 """
 
 from __future__ import annotations
@@ -76,14 +77,17 @@ def vit_macs(model: nn.Module, img_size: int | tuple[int, int] | None = None) ->
     n_patches = grid[0] * grid[1]
     N = n_patches + model.num_prefix
     D = model.embed_dim
-    rel = isinstance(model.pos_embed, Relative)
+    # Shaw keys: q·a over the patch pairs, or over all token pairs with class-token entries
+    rel = 0
+    if isinstance(model.pos_embed, Relative):
+        rel = N if model.pos_embed.cls is not None else n_patches
     for key in ("qkv", "attn_qk", "attn_av", "attn_rel", "proj", "mlp", "norm"):
         macs[key] = 0
     for block in model.blocks:
         macs["qkv"] += _linear(block.attn.qkv, N)
         macs["attn_qk"] += N * N * D
         macs["attn_av"] += N * N * D
-        macs["attn_rel"] += n_patches * n_patches * D if rel else 0
+        macs["attn_rel"] += rel * rel * D
         macs["proj"] += _linear(block.attn.proj, N)
         macs["mlp"] += _linear(block.mlp.fc1, N) + _linear(block.mlp.fc2, N)
         macs["norm"] += 2 * 5 * N * D

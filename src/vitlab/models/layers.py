@@ -1,7 +1,8 @@
 """Transformer encoder layers: multi-head self-attention, MLP and the pre-LayerNorm block.
 
-The block knows nothing of positional variants: relative ones hand the attention an
-`AttentionPosition` (see pos_embed.py) that may rotate q/k and return an additive logit bias.
+The block knows nothing of positional variants: relative ones hand each block's attention an
+`AttentionPosition` (pos_embed/base.py: `attention(grid, layer)`) that may rotate q/k and return
+an additive logit bias.
 """
 
 from __future__ import annotations

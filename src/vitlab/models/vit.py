@@ -84,18 +84,23 @@ class VisionTransformer(nn.Module):
         return names | ({"cls_token"} if self.cls_token is not None else set())
 
     def tokens(self, x: torch.Tensor):
-        """Embedded tokens with class token and stem positions, plus what attention needs."""
+        """Embedded tokens with class token and stem positions, and the token grid."""
         x, grid = self.embed(x)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
-        x = self.pos_drop(self.pos_embed.add(x, grid, 0))
-        return x, grid, self.pos_embed.attention(grid)
+        return self.pos_drop(self.pos_embed.add(x, grid, 0)), grid
+
+    def positioned(self, x: torch.Tensor, grid: tuple[int, int], layer: int):
+        """The input of block `layer` with its absolute positions added (block 0's were added
+        at the stem), and what its attention needs from the positional variant."""
+        if layer:
+            x = self.pos_embed.add(x, grid, layer)
+        return x, self.pos_embed.attention(grid, layer)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        x, grid, pos = self.tokens(x)
+        x, grid = self.tokens(x)
         for i, block in enumerate(self.blocks):
-            if i:
-                x = self.pos_embed.add(x, grid, i)
+            x, pos = self.positioned(x, grid, i)
             x = block(x, pos)
         return x
 
@@ -115,11 +120,10 @@ class VisionTransformer(nn.Module):
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Softmax attention (B, H, N, N) of every block, for analysis (rollout, distances)."""
-        x, grid, pos = self.tokens(x)
+        x, grid = self.tokens(x)
         maps = []
         for i, block in enumerate(self.blocks):
-            if i:
-                x = self.pos_embed.add(x, grid, i)
+            x, pos = self.positioned(x, grid, i)
             maps.append(block.attn.attention_logits(block.norm1(x), pos).softmax(dim=-1))
             x = block(x, pos)
         return maps

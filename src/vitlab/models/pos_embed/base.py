@@ -3,8 +3,9 @@
 The model calls two methods and nothing else:
   * `add(x, grid, layer)`: before block `layer` (0 = at the stem) absolute variants add their
     table to the tokens; the default returns x unchanged.
-  * `attention(grid)`: relative variants return an `AttentionPosition` (layers.py) that every
-    block's attention applies to q/k; the default returns None.
+  * `attention(grid, layer)`: relative variants return the `AttentionPosition` (layers.py) that
+    the attention of block `layer` applies to q/k; the default returns None. A variant with one
+    table per block hands each block its own; a shared one hands all blocks the same.
 Constructor arguments are the same for all: embed_dim, grid, num_prefix (class token count),
 depth and num_heads, plus the variant's own options from its config file.
 
@@ -13,6 +14,8 @@ checkpoint trained at another resolution loads by interpolating its tables (pape
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +59,7 @@ class PositionalEmbedding(nn.Module):
     def add(self, x: torch.Tensor, grid: tuple[int, int], layer: int) -> torch.Tensor:
         return x
 
-    def attention(self, grid: tuple[int, int]):
+    def attention(self, grid: tuple[int, int], layer: int):
         return None
 
     def resample_loaded(self, name: str, value: torch.Tensor) -> torch.Tensor:
@@ -102,20 +105,36 @@ class AbsolutePositionalEmbedding(PositionalEmbedding):
 class RelativeTable(PositionalEmbedding):
     """A learned table indexed by the offset between a query patch and a key patch.
 
-    `weight` is (2h-1, 2w-1, C) for 2-D offsets (row, column), or (2hw-1, 1, C) for 1-D
-    offsets in raster order, so its shape records the grid it was built for. At another grid
-    the table is interpolated bicubically to the new offset range (as BEiT and Swin do when
-    fine-tuning at a higher resolution), in forward and on load. One table serves every block:
-    the model hands all blocks the same `AttentionPosition`.
+    `weight` is (tables, 2h-1, 2w-1, C) for 2-D offsets (row, column), or (tables, 2hw-1, 1, C)
+    for 1-D offsets in raster order, so its shape records the grid it was built for. There is
+    one table per block (Shaw et al., Swin, timm's default), or one for all blocks with
+    `shared=True` (BEiT's shared relative position bias, timm's `shared_rel_pos`).
+
+    The class token has no offset. By default its entries are zero (content-only attention);
+    with `cls_entries=True` each table learns three more entries, as BEiT and timm do: class
+    to patch, patch to class and class to class (`cls`, (tables, 3, C), in that order).
+
+    At another grid the offset part is interpolated bicubically to the new offset range (as
+    BEiT and Swin do when fine-tuning at a higher resolution), in forward and on load.
     """
 
-    def __init__(self, *args, offsets: str = "2d", init_std: float = 0.02, **kwargs):
+    def __init__(self, *args, offsets: str = "2d", shared: bool = False,
+                 cls_entries: bool = False, init_std: float = 0.02, **kwargs):
         super().__init__(*args, **kwargs)
         if offsets not in ("1d", "2d"):
             raise ValueError(f"offsets={offsets!r} is not one of 1d, 2d")
+        if cls_entries and not self.num_prefix:
+            raise ValueError("cls_entries=True needs a class token (pool=cls)")
         self.offsets = offsets
-        self.weight = nn.Parameter(torch.empty(*self.offset_grid(self.grid), self.channels()))
-        nn.init.trunc_normal_(self.weight, std=init_std)
+        self.shared = shared
+        tables = 1 if shared else self.depth
+        self.weight = nn.Parameter(
+            torch.empty(tables, *self.offset_grid(self.grid), self.channels()))
+        self.cls = nn.Parameter(torch.empty(tables, 3, self.channels())) if cls_entries else None
+        for p in self.parameters():
+            nn.init.trunc_normal_(p, std=init_std)
+        # the gather index at the construction grid, kept so each forward does not rebuild it
+        self.register_buffer("index", self.pair_index(self.grid), persistent=False)
 
     def channels(self) -> int:
         """Entries per offset; subclasses implement."""
@@ -125,9 +144,10 @@ class RelativeTable(PositionalEmbedding):
         h, w = grid
         return (2 * h * w - 1, 1) if self.offsets == "1d" else (2 * h - 1, 2 * w - 1)
 
-    def offset_index(self, grid: tuple[int, int]) -> torch.Tensor:
-        """(h*w, h*w) index into the flattened table of every (query, key) patch pair."""
-        ys, xs = grid_coords(grid, self.weight.device)
+    def offset_index(self, grid: tuple[int, int], device=None) -> torch.Tensor:
+        """(h*w, h*w) index into the flattened offset table of every (query, key) patch pair:
+        the offset is query minus key, as in Swin, BEiT and timm."""
+        ys, xs = grid_coords(grid, device)
         if self.offsets == "1d":
             i = torch.arange(len(ys), device=ys.device)
             return i[:, None] - i[None] + len(i) - 1
@@ -135,12 +155,34 @@ class RelativeTable(PositionalEmbedding):
         dx = xs[:, None] - xs[None] + grid[1] - 1
         return dy * (2 * grid[1] - 1) + dx
 
-    def pair_table(self, grid: tuple[int, int]) -> torch.Tensor:
-        """(h*w, h*w, C): the table entry of every (query, key) patch pair at this grid."""
-        old = tuple(self.weight.shape[:2])
-        table = resample_grid_table(self.weight.flatten(0, 1), old, self.offset_grid(grid))
-        return table[self.offset_index(grid)]
+    def pair_index(self, grid: tuple[int, int], device=None) -> torch.Tensor:
+        """(N, N) index of every (query, key) token pair, class token first, into the offset
+        table followed by the three class-token entries (timm's gen_relative_position_index)."""
+        index = self.offset_index(grid, device)
+        if not self.num_prefix:
+            return index
+        k = math.prod(self.offset_grid(grid))  # entries k, k+1, k+2 follow the offsets
+        index = F.pad(index, (1, 0, 1, 0))
+        index[0, :] = k  # class to patch
+        index[:, 0] = k + 1  # patch to class
+        index[0, 0] = k + 2  # class to class
+        return index
+
+    def pair_table(self, grid: tuple[int, int], layer: int) -> torch.Tensor:
+        """(N, N, C): the entry of every (query, key) token pair at this grid, for the table of
+        block `layer`; class-token entries are zero unless learned."""
+        t = 0 if self.shared else layer
+        table = resample_grid_table(self.weight[t].flatten(0, 1), tuple(self.weight.shape[1:3]),
+                                    self.offset_grid(grid))
+        if self.num_prefix:
+            cls = self.cls[t] if self.cls is not None else table.new_zeros(3, table.shape[-1])
+            table = torch.cat([table, cls])
+        index = self.index if tuple(grid) == self.grid else self.pair_index(grid, table.device)
+        return table[index]
 
     def resample_loaded(self, name, value):
-        new = self.weight.shape[:2]
-        return resample_grid_table(value.flatten(0, 1), value.shape[:2], new).unflatten(0, new)
+        if name != "weight" or value.shape[0] != self.weight.shape[0]:
+            return value  # another table count: let load_state_dict report the mismatch
+        new = self.weight.shape[1:3]
+        old = value.shape[1:3]
+        return resample_grid_table(value.flatten(1, 2), old, new).unflatten(1, new)

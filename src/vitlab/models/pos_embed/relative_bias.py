@@ -1,15 +1,15 @@
-"""relative_bias: one learned scalar per head and 2-D offset, added to the logits (Swin, BEiT).
+"""relative_bias: one learned scalar per head and offset, added to the logits (Swin, BEiT).
 
-The bias of the pair (query i, key j) is table[row_i - row_j, col_i - col_j, head]. The class
-token has no offset: its row and column of the bias are zero, so its attention is content only.
-One table is shared by all blocks (BEiT's shared relative position bias); at another grid it is
-interpolated to the new offset range (see RelativeTable in base.py). `offsets: 1d` indexes the
-table by the raster-order difference instead.
+The bias of the pair (query i, key j) is table[row_i - row_j, col_i - col_j, head]. Each block
+learns its own table (Swin; timm's VisionTransformerRelPos); `shared: true` uses one for all
+blocks (BEiT's shared relative position bias). The class token has no offset: its row and
+column of the bias are zero, so its attention is content only, or with `cls_entries: true`
+three learned scalars per head (class to patch, patch to class, class to class), as in BEiT and
+timm. At another grid the tables are interpolated to the new offset range (see RelativeTable in
+base.py). `offsets: 1d` indexes the table by the raster-order difference instead.
 """
 
 from __future__ import annotations
-
-import torch.nn.functional as F
 
 from .base import RelativeTable
 
@@ -18,7 +18,6 @@ class RelativeBias(RelativeTable):
     def channels(self):
         return self.num_heads
 
-    def attention(self, grid):
-        p = self.num_prefix
-        bias = F.pad(self.pair_table(grid).permute(2, 0, 1), (p, 0, p, 0))  # (H, N, N)
+    def attention(self, grid, layer):
+        bias = self.pair_table(grid, layer).permute(2, 0, 1)  # (H, N, N)
         return lambda q, k: (q, k, bias)

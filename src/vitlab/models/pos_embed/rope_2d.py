@@ -27,9 +27,13 @@ class Rope2d(PositionalEmbedding):
         d = self.embed_dim // self.num_heads
         if d % 4:
             raise ValueError(f"rope_2d needs a head dimension divisible by 4, got {d}")
-        # a buffer so that the angles follow the model's device
+        # buffers so that the angles follow the model's device
         self.register_buffer("freqs", theta ** -(torch.arange(0, d, 4).float() / d),
                              persistent=False)
+        # every block rotates alike: compute the construction grid's rotation once
+        a = self.angles(self.grid)
+        self.register_buffer("cos", a.cos(), persistent=False)
+        self.register_buffer("sin", a.sin(), persistent=False)
 
     def angles(self, grid: tuple[int, int]) -> torch.Tensor:
         """(h*w, d/2) rotation angle of every channel pair of every patch."""
@@ -37,10 +41,13 @@ class Rope2d(PositionalEmbedding):
         freqs = self.freqs.float()
         return torch.cat([xs[:, None] * freqs, ys[:, None] * freqs], dim=1)
 
-    def attention(self, grid):
+    def attention(self, grid, layer):
         p = self.num_prefix
-        a = self.angles(grid)
-        cos, sin = a.cos(), a.sin()
+        if tuple(grid) == self.grid:
+            cos, sin = self.cos, self.sin
+        else:
+            a = self.angles(grid)
+            cos, sin = a.cos(), a.sin()
 
         def position(q, k):
             c, s = cos.to(q.dtype), sin.to(q.dtype)
