@@ -1,5 +1,7 @@
 """Attention rollout and mean attention distance: shapes and the properties that define them."""
 
+import functools
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from vitlab.analysis.attention import (
     rollout_map,
 )
 from vitlab.models import VisionTransformer
+from vitlab.models.pos_embed import Relative, RelativeBias, Rope2d
 
 
 def random_maps(depth=3, batch=2, heads=4, n=17):
@@ -63,3 +66,24 @@ def test_maps_of_a_model(pool):
     assert torch.all((dist >= 0) & (dist <= 4 * 3 * 2**0.5))
     plot_rollout(images, heat, labels=torch.tensor([0, 1, 2]))
     plot_attention_distance(dist)
+
+
+@pytest.mark.parametrize("pos_embed", [
+    Relative, functools.partial(RelativeBias, cls_entries=True), Rope2d])
+def test_maps_are_the_ones_the_forward_pass_uses(pos_embed):
+    """Re-running every block with its map in place of its attention gives the model's features:
+    each block's map is computed with that block's positions (own table per block)."""
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=32,
+                              depth=3, num_heads=2, pos_embed=pos_embed).eval()
+    for p in model.pos_embed.parameters():  # tables that differ clearly between blocks
+        torch.nn.init.normal_(p, std=1.0)
+    images = torch.randn(2, 1, 16, 16)
+    maps = model.attention_maps(images)
+    with torch.no_grad():
+        x, _ = model.tokens(images)
+        for block, attention in zip(model.blocks, maps, strict=True):
+            v = block.attn.qkv(block.norm1(x)).unflatten(-1, (3, 2, 16))[:, :, 2].transpose(1, 2)
+            x = x + block.attn.proj((attention @ v).transpose(1, 2).flatten(2))
+            x = x + block.mlp(block.norm2(x))
+        torch.testing.assert_close(model.norm(x), model.forward_features(images))

@@ -1,11 +1,14 @@
 """The from-scratch ViT: patch projection, attention, shapes, pooling, weight-decay groups."""
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from vitlab.models import PatchEmbed, VisionTransformer, patchify
 from vitlab.models.layers import Attention
+from vitlab.models.pos_embed import Learned2d, Relative, RelativeBias
 from vitlab.module import param_groups
 
 
@@ -79,6 +82,17 @@ def test_weight_decay_skips_norms_biases_class_token_and_positions():
             "embed.proj.weight"} <= decayed
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert len(skipped) + len(decayed) == len(names)
+
+
+@pytest.mark.parametrize("pos_embed", [
+    functools.partial(Learned2d, where="every_layer"), functools.partial(Relative, cls_entries=True),
+    functools.partial(RelativeBias, shared=True, cls_entries=True), RelativeBias])
+def test_every_positional_parameter_is_exempt_from_weight_decay(pos_embed):
+    model = tiny(pos_embed=pos_embed)
+    _, no_decay = param_groups(model, weight_decay=0.05)
+    positional = list(model.pos_embed.parameters())
+    assert positional and all(p.ndim > 1 for p in positional)  # decayed by the ndim rule alone
+    assert all(any(p is q for q in no_decay["params"]) for p in positional)
 
 
 @pytest.mark.parametrize("kw, message", [
