@@ -52,6 +52,16 @@ def param_groups(model: nn.Module, weight_decay: float,
     return out
 
 
+def accuracy_metrics(num_classes: int, prefix: str, validate_args: bool = True) -> MetricCollection:
+    """Top-1 (and top-5 beyond 5 classes), micro-averaged. `validate_args=False` skips the
+    input checks, which read values back from the device: the training step must not wait."""
+    kw = dict(average="micro", validate_args=validate_args)
+    metrics = {"acc": MulticlassAccuracy(num_classes, **kw)}
+    if num_classes > 5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, **kw)
+    return MetricCollection(metrics, prefix=prefix)
+
+
 class ImageClassifier(L.LightningModule):
     def __init__(
         self,
@@ -72,15 +82,11 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters(ignore=["model", "optimizer"])
         self.model = model
         self.optimizer_factory = optimizer
+        # class indices, or soft targets (B, C) from Mixup/CutMix; smoothing applies to both
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        top5 = {"acc_top5": MulticlassAccuracy(num_classes, top_k=5, average="micro")}
-        metrics = MetricCollection(
-            {"acc": MulticlassAccuracy(num_classes, average="micro"),
-             **(top5 if num_classes > 5 else {})}
-        )
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.train_metrics = accuracy_metrics(num_classes, "train/", validate_args=False)
+        self.val_metrics = accuracy_metrics(num_classes, "val/")
+        self.test_metrics = accuracy_metrics(num_classes, "test/")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -90,7 +96,8 @@ class ImageClassifier(L.LightningModule):
         logits = self(x)
         loss = self.loss(logits, y)
         metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(logits.detach(), y)
+        # under Mixup/CutMix a training image counts as its dominant label
+        metrics.update(logits.detach(), y.argmax(-1) if y.ndim > 1 else y)
         on_step = stage == "train"
         # sync_dist: with DDP the logged loss is the mean over all processes (one scalar
         # all-reduce per step), so curves match a single-device run; the torchmetrics sync
@@ -108,6 +115,24 @@ class ImageClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip the gradients here, with torch's multi-tensor clip, rather than through Lightning's
+        precision plugin, which refuses optimisers that unscale inside their step (fused AdamW)
+        under mixed precision. Under fp16 such an optimiser's gradients are still scaled at this
+        point: unscale them first (the scaler then steps without scaling again). The norm
+        before clipping is logged as train/grad_norm; nothing here reads it back to the host."""
+        if not gradient_clip_val:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and getattr(optimizer, "_step_supports_amp_scaling", False):
+            scaler.unscale_(optimizer)  # Lightning unscales only optimisers that do not do it themselves
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            return
+        norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(param_groups(self.model, self.hparams.weight_decay,

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
@@ -23,6 +24,7 @@ from .callbacks.throughput import Throughput
 from .config_checks import validate
 from .distributed import batch_plan, job_scope, slurm_requeued
 from .errors import ConfigError
+from .fp8 import float8_training
 from .loggers import finish_loggers, log_run_config
 from .summary import SUMMARY, read_summary, write_summary
 
@@ -42,14 +44,20 @@ def build(cfg: DictConfig):
     """Data module, LightningModule and Trainer of a composed config. `data.batch_size` is the
     global batch: each process loads its share, accumulated when data.max_device_batch says so."""
     plan = batch_plan(cfg)
-    datamodule = instantiate(cfg.data, batch_size=plan.device_batch)
+    # a compiled model wants one batch shape: no recompilation, and CUDA graphs can replay
+    fixed = {"drop_last": True} if cfg.get("compile") and cfg.data.get("drop_last") is None else {}
+    datamodule = instantiate(cfg.data, batch_size=plan.device_batch, **fixed)
     model = instantiate(cfg.model)
-    if cfg.get("compile"):  # in place, so checkpoints keep the parameter names
-        model.compile()
-    module = instantiate(cfg.module, model=model)
-    trainer = instantiate(cfg.trainer, accumulate_grad_batches=plan.accumulate,
-                          callbacks=instantiate_dict(cfg.get("callbacks")),
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    trainer = instantiate(cfg.trainer, accumulate_grad_batches=plan.accumulate, callbacks=callbacks,
                           logger=instantiate_dict(cfg.get("logger")) or False)
+    if cfg.get("fp8"):
+        model = float8_training(model, trainer.strategy.root_device)
+    if cfg.get("compile"):  # in place, so checkpoints keep the parameter names
+        model.compile(mode=cfg.get("compile_mode"))
+    module = instantiate(cfg.module, model=model)
     if trainer.strategy.root_device.type == "cuda":
         gpu_fast_path(cfg, module)
     return datamodule, module, trainer

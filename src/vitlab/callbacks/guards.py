@@ -3,10 +3,10 @@ interruption (Ctrl-C, SIGTERM before pre-emption) saves a checkpoint to resume f
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..errors import VitlabError
@@ -18,16 +18,52 @@ class DivergenceError(VitlabError):
 
 class FiniteLoss(L.Callback):
     """Stops training at the first non-finite loss. Checkpoints are never written from the
-    diverged state, so the last good one (last.ckpt, best.ckpt) stays as it was."""
+    diverged state, so the last good one (last.ckpt, best.ckpt) stays as it was.
+
+    On a GPU, reading the loss every step would make the host wait for the device each step:
+    instead the step of the first non-finite loss is kept on the device and read every
+    `check_every_n_steps` (default: the trainer's log interval) and before validation, so the
+    error still names the first bad step; on a CPU it is read every step (it costs nothing)."""
+
+    def __init__(self, check_every_n_steps: int | None = None):
+        self.check_every_n_steps = check_every_n_steps
+        self._first_bad: torch.Tensor | None = None  # (step, epoch, loss) of the first bad loss
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not math.isfinite(float(loss)):
-            good = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none yet"
-            raise DivergenceError(
-                f"training loss is {float(loss)} at step {trainer.global_step} (epoch "
-                f"{trainer.current_epoch}); last good checkpoint: {good}. Lower "
-                f"module.optimizer.lr, raise module.warmup_epochs or check the data")
+        if loss is None:
+            return
+        loss = loss.detach().double()
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.full((3,), -1.0, dtype=torch.double, device=loss.device)
+        bad = ~torch.isfinite(loss) & (self._first_bad[0] < 0)
+        # scalars travel as kernel arguments: no copy to the device, nothing waits
+        found = torch.stack([torch.full_like(loss, trainer.global_step),
+                             torch.full_like(loss, trainer.current_epoch), loss])
+        self._first_bad = torch.where(bad, found, self._first_bad)
+        if self._due(trainer, loss):
+            self._check(trainer)
+
+    def _due(self, trainer, loss: torch.Tensor) -> bool:
+        every = self.check_every_n_steps or max(1, trainer.log_every_n_steps)
+        return loss.device.type == "cpu" or trainer.global_step % every == 0
+
+    def on_validation_start(self, trainer, pl_module):  # before this epoch's checkpoints
+        self._check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._check(trainer)
+
+    def _check(self, trainer) -> None:
+        if self._first_bad is None:
+            return
+        step, epoch, loss = self._first_bad.tolist()
+        if step < 0:
+            return
+        good = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+        raise DivergenceError(
+            f"training loss is {loss} at step {int(step)} (epoch {int(epoch)}); last good "
+            f"checkpoint: {good}. Lower module.optimizer.lr, raise module.warmup_epochs or check the data")
 
 
 class InterruptCheckpoint(L.Callback):
