@@ -38,7 +38,8 @@ BAD = [
     (["module.warmup_epochs=-1"], "module.warmup_epochs=-1 is outside [0, inf]"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 is outside [1, inf]"),
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is outside [0, inf]"),
-    (["data=imagefolder"], "data.data_dir must be set"),
+    (["data=imagefolder", "data.num_classes=10"], "data.data_dir must be set"),
+    (["data=imagefolder", "data.data_dir=x"], "data.num_classes must be set"),  # via data.mix too
 ]
 
 

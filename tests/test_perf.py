@@ -19,7 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms import v2
 
 from vitlab.data.datasets.digits import TensorImages
-from vitlab.data.on_device import DeviceLoader, as_uint8, augment_options, crop_flip
+from vitlab.data.device_augment import CropFlip, DeviceAugment, crop_flip, device_augment
+from vitlab.data.on_device import DeviceLoader, as_uint8
 from vitlab.errors import ConfigError
 from vitlab.flops import forward_flops, matmul_macs, peak_tflops, vit_macs
 from vitlab.models import HybridEmbed, VisionTransformer
@@ -131,7 +132,7 @@ def test_augmentation_varies_and_epochs_reshuffle_reproducibly():
     assert not torch.equal(next(iter(loader(1)))[1], ya0)  # another seed, another order
 
     plain, _ = next(iter(loader(0, shuffle=False)))
-    augmented = loader(0, shuffle=False, padding=2, flip=0.5)
+    augmented = loader(0, shuffle=False, augment=DeviceAugment([CropFlip(padding=2), CropFlip(flip=0.5)]))
     e0, e1 = next(iter(augmented))[0], next(iter(augmented))[0]
     changed = [not torch.equal(e0[i], plain[i]) for i in range(64)]
     assert sum(changed) > 48  # crops and flips change most images ...
@@ -166,10 +167,15 @@ def test_as_uint8_unwraps_subsets_and_decodes_other_datasets():
 
 
 def test_on_device_refuses_augmentations_it_cannot_run():
-    assert augment_options({"crop": v2.RandomCrop(32, padding=4), "flip": v2.RandomHorizontalFlip()},
-                           32) == {"padding": 4, "flip": 0.5}
-    with pytest.raises(ConfigError, match="data.on_device"):
-        augment_options({"ra": v2.RandAugment()}, 32)
+    crop_and_flip = {"crop": v2.RandomCrop(32, padding=4), "flip": v2.RandomHorizontalFlip()}
+    steps = device_augment(crop_and_flip, 32).steps
+    assert [(s.padding, s.flip) for s in steps] == [(4, 0.0), (0, 0.5)]
+    for transform in (v2.ColorJitter(0.4), v2.RandomCrop(32, padding=4, padding_mode="reflect"),
+                      v2.RandomErasing(value="random")):
+        with pytest.raises(ConfigError, match="on.device"):
+            device_augment({"t": transform}, 32)
+    with pytest.raises(ConfigError, match="3-channel"):  # colour operations on grey images
+        device_augment({"ra": v2.RandAugment()}, 32, in_chans=1)
 
 
 def test_training_with_the_on_device_loader_logs_throughput_and_mfu(compose_cfg, tmp_path, monkeypatch):

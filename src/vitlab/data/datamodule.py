@@ -8,8 +8,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from ..errors import DataError
-from .on_device import DeviceLoader, as_uint8, augment_options
+from ..errors import ConfigError, DataError
+from .device_augment import device_augment
+from .mix import BatchMix
+from .on_device import DeviceLoader, as_uint8
 from .splits import Splits, check_splits, labels_of, per_class_subset, stratified_split
 from .transforms import build_transform
 
@@ -49,6 +51,9 @@ class ImageDataModule(L.LightningDataModule):
         split_seed: int = 0,
         shuffle: bool = True,
         on_device: bool = False,
+        mix=None,
+        drop_last: bool | None = None,
+        cache_dir: str | None = None,
         **_,  # dataset options (data_dir, download, ...) are bound into `dataset` by the config
     ):
         """`dataset` builds the raw splits. The validation split (when the source has none) and
@@ -60,7 +65,12 @@ class ImageDataModule(L.LightningDataModule):
         compare a DDP run with a single-process one on the same batches).
 
         `on_device=True` holds each split as one uint8 tensor on the training device and
-        augments there (crop and flip only): see on_device.py."""
+        augments there, batched (on_device.py, device_augment.py); image folders are decoded
+        once into `cache_dir` (decode_cache.py).
+
+        `mix` (timm's Mixup) mixes training batches on the device, in both loaders, into soft
+        targets. `drop_last` drops the last partial training batch; None = when a batch must
+        have the one shape (mixing pairs images; train.build asks for it under compile)."""
         super().__init__()
         self.dataset = dataset
         self.num_classes = num_classes
@@ -74,9 +84,14 @@ class ImageDataModule(L.LightningDataModule):
         self.eval_transform = build_transform(mean, std, (), resize)
         self.classes: Sequence[str] = ()
         self.splits: dict[str, Dataset] = {}
-        self.on_device = on_device
+        self.mix = BatchMix.of(mix)
+        self.drop_last = self.mix is not None if drop_last is None else drop_last
+        if self.mix is not None and batch_size % 2:
+            raise ConfigError(f"Mixup/CutMix pair the images of a batch: the batch per process "
+                              f"({batch_size}) must be even; change data.batch_size")
+        self.on_device, self.cache_dir = on_device, cache_dir
         if on_device:  # checked now: a config error, before any data is read
-            self.device_augment = augment_options(augment, img_size)
+            self.device_augment = device_augment(augment, img_size, in_chans)
             self.mean, self.std, self.resize = list(mean), list(std), resize
             self._device_data: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -109,13 +124,15 @@ class ImageDataModule(L.LightningDataModule):
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer else torch.device("cpu")
         if (split, str(device)) not in self._device_data:  # once per split: decode and upload
-            images, labels = as_uint8(self.splits[split].dataset, self.resize)
+            images, labels = as_uint8(self.splits[split].dataset, self.resize, self.cache_dir,
+                                      threads=self.num_workers)
             self._device_data[split, str(device)] = images.to(device), labels.to(device)
         images, labels = self._device_data[split, str(device)]
-        augment = self.device_augment if split == "train" else {}
+        train = split == "train"
         return DeviceLoader(
-            images, labels, self.batch_size if split == "train" else self.eval_batch_size,
-            self.mean, self.std, shuffle=shuffle, seed=torch.initial_seed() % 2**31, **augment,
+            images, labels, self.batch_size if train else self.eval_batch_size,
+            self.mean, self.std, shuffle=shuffle, seed=torch.initial_seed() % 2**31,
+            augment=self.device_augment if train else None, drop_last=train and self.drop_last,
             rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
             epoch=(lambda: trainer.current_epoch) if trainer else None,
         )
@@ -128,11 +145,21 @@ class ImageDataModule(L.LightningDataModule):
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             shuffle=shuffle,
             sampler=sampler,
-            drop_last=False,
+            drop_last=split == "train" and self.drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Mixup/CutMix of a training batch, on its device, seeded by (seed, rank, epoch, batch)
+        so that a run repeats and a resumed run draws what the uninterrupted one did."""
+        trainer = self.trainer
+        if self.mix is None or trainer is None or not trainer.training:
+            return batch
+        batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return self.mix(*batch, seed=(torch.initial_seed(), trainer.global_rank,
+                                      trainer.current_epoch, batch_idx))
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
