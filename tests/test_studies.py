@@ -1,11 +1,12 @@
 """Studies: experiment configs, a real multirun (distinct folders, a failed job that does not
 stop the others, the report), and W&B offline logging grouped by sweep."""
 
+import inspect
 import json
 from pathlib import Path
 
 import pytest
-from conftest import CONF, run_entry
+from conftest import CONF, compose_config, run_entry
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -13,6 +14,7 @@ from omegaconf import OmegaConf, open_dict
 
 from vitlab.config_checks import validate
 from vitlab.loggers import WandbLogger
+from vitlab.models import VisionTransformer
 from vitlab.report import main as report_main
 
 TINY = ["model.depth=1", "data.train_fraction=0.1", "trainer.max_epochs=1",
@@ -58,6 +60,22 @@ def test_every_hybrid_vs_pure_job_composes_and_builds(model, fraction, tmp_path)
         HydraConfig.instance().cfg = None
     net = instantiate(cfg.model)
     assert sum(p.numel() for p in net.parameters()) < 2e6  # comparable small sizes
+
+
+@pytest.mark.parametrize("overrides, epochs", [
+    (["model=vit_hybrid"], 15),                                 # the hybrid's own schedule
+    (["model=vit_hybrid", "trainer.max_epochs=7"], 7),          # the command line wins
+    (["model=vit_hybrid", "trainer=cpu"], 15),                  # whatever the trainer
+    (["model=vit_micro"], 35),                                  # the default run
+    (["experiment=hybrid_vs_pure", "model=vit_hybrid"], 35),    # the study trains both alike
+    (["experiment=hybrid_vs_pure", "model=vit_micro"], 35),
+    (["experiment=hybrid_vs_pure", "model=vit_hybrid", "trainer.max_epochs=30"], 30),
+])
+def test_a_model_preset_brings_its_epochs_and_explicit_values_win(overrides, epochs):
+    cfg = compose_config(overrides)
+    assert cfg.trainer.max_epochs == epochs
+    # every key under model: is a VisionTransformer argument (the epochs live at the root)
+    assert set(cfg.model) - {"_target_"} <= set(inspect.signature(VisionTransformer).parameters)
 
 
 def test_multirun_keeps_going_past_a_failed_job_and_the_report_lists_it(tmp_path):
