@@ -113,3 +113,35 @@ def test_report_from_a_mocked_wandb_api(tmp_path, monkeypatch):
     main([str(tmp_path / "out"), "--wandb", "me/vitlab", "--group", "g1"])
     assert calls == {"path": "me/vitlab", "filters": {"group": "g1"}}
     assert "0.5000 ± 0.0000" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_tuned_study_shows_the_chosen_values_and_ranks_only_its_final_runs(tmp_path):
+    """hydra/sweeper=tuned's folder: tune/<variant>/<trial>/ (no test), final/<job>/, tuned.yaml.
+    A variant whose trials all failed has no chosen values and no final runs."""
+    lr, wd = "0.0012520653814999472", "0.1346941509642705"
+    trial = {"status": "completed", "val": {"best": 0.97}, "parameters": 1, "wall_time_s": 1.0}
+    make_job(tmp_path / "tune" / "relative", 0, ["model/pos_embed=relative", f"module.optimizer.lr={lr}",
+                                                 f"module.weight_decay={wd}", "test=False"], trial)
+    make_job(tmp_path / "tune" / "none", 0, ["model/pos_embed=none", "module.optimizer.lr=0.5"],
+             {"status": "diverged", "error": "training loss is nan at step 1"})
+    for seed in (0, 1):
+        make_job(tmp_path / "final", seed, ["model/pos_embed=relative", f"module.optimizer.lr={lr}",
+                                            f"module.weight_decay={wd}", f"seed={seed}"],
+                 done(0.9 + seed / 100))
+    (tmp_path / "tuned.yaml").write_text(yaml.safe_dump({
+        "seeds": ["0", "1"], "tuning_overrides": ["objective=val/best", "test=false"],
+        "search_space": {"module.optimizer.lr": "tag(log, interval(1e-4, 1e-2))",
+                         "module.weight_decay": "tag(log, interval(0.005, 0.5))"},
+        "points": [{"overrides": ["model/pos_embed=relative"], "folder": "tune/relative", "best_value": 0.97,
+                    "best_params": {"module.optimizer.lr": float(lr), "module.weight_decay": float(wd)},
+                    "final_jobs": ["final/0", "final/1"], "error": None},
+                   {"overrides": ["model/pos_embed=none"], "folder": "tune/none", "best_value": None,
+                    "best_params": None, "final_jobs": [], "error": "No trials are completed yet."}]}))
+    text = write_report(tmp_path).read_text()
+    assert "4 runs (2 tuning trials, 2 final runs), 3 completed" in text
+    assert "## Tuned settings (Optuna on the validation split: val/best)" in text
+    assert "| relative | 1/1 | 0.9700 | 0.00125 | 0.135 |" in text
+    assert "| none | 0/1 | — (no trial completed) | — | — |" in text
+    assert "seeds 0, 1" in text
+    assert "| 1 | relative | 0.00125 | 0.135 | 2/2 | 0.9050 ± 0.0071 |" in text  # trials not ranked
+    assert "| tune/none/0 |" in text and "diverged" in text  # failed trials are still listed

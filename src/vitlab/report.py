@@ -4,7 +4,9 @@ Reads every job folder's summary.json and .hydra/overrides.yaml (no logger servi
 writes report.md, top1.png and, for data-size studies, accuracy_vs_fraction.png into the sweep
 folder. Runs that differ only in `seed` form one configuration (mean ± std over seeds); jobs
 that did not complete are listed, not averaged. `--wandb entity/project` draws the same report
-from runs logged to W&B (vitlab's logger stores each run's overrides in its config).
+from runs logged to W&B (vitlab's logger stores each run's overrides in its config). A tuned
+study (hydra/sweeper=tuned: tuned.yaml in the folder) gets a table of the values chosen per
+configuration, and only its final runs (not the tuning trials) are ranked.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import yaml
 from matplotlib.figure import Figure
 
 FRACTION_KEYS = ("data.train_fraction", "data.samples_per_class")
+TUNING = "tuned.yaml"  # hydra/sweeper=tuned's record: per configuration, its trials and chosen values
 METRICS = ("top1", "top5", "parameters", "images_per_sec", "wall_time_s")
 
 
@@ -128,6 +131,15 @@ def aggregate(runs: list[Run], keys: list[str]) -> list[dict]:
     return rows
 
 
+def _short(value) -> str:
+    """An override value for a table: tuned floats (0.0012520653814999472) to 3 digits."""
+    text = str(value)
+    try:
+        return f"{float(text):.3g}" if len(text) > 8 else text
+    except ValueError:
+        return text
+
+
 def _fmt(stat, digits=4, scale=1.0, unit=""):
     if stat is None:
         return "—"
@@ -142,7 +154,7 @@ def markdown_table(rows: list[dict], keys: list[str]) -> str:
         params = f"{row['parameters'][0] / 1e6:.3f} M" if row["parameters"] else "—"
         speed = f"{row['images_per_sec'][0]:,.0f}" if row["images_per_sec"] else "—"
         wall = f"{row['wall_time_s'][0]:.0f}" if row["wall_time_s"] else "—"
-        cells = [str(i), *(str(row["config"][k]) for k in keys), f"{row['completed']}/{row['runs']}",
+        cells = [str(i), *(_short(row["config"][k]) for k in keys), f"{row['completed']}/{row['runs']}",
                  _fmt(row["top1"]), _fmt(row["top5"]), params, speed, wall]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -162,11 +174,54 @@ def fraction_table(rows: list[dict], frac_key: str, series_keys: list[str]) -> s
     return "\n".join(lines)
 
 
+def load_tuning(folder: Path) -> dict | None:
+    """tuned.yaml of a tuned study, or None for any other sweep."""
+    path = folder / TUNING
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def tuned_keys(tuning: dict) -> list[str]:
+    """The grid's keys, then the tuned parameters."""
+    points = tuning["points"]
+    grid = [o.split("=", 1)[0] for o in points[0]["overrides"]] if points else []
+    return [*grid, *(tuning.get("search_space") or {})]
+
+
+def tuning_table(tuning: dict, trials: list[Run]) -> str:
+    """Per tuned configuration: its trials (completed/total), the best objective value and the
+    chosen values (Optuna's best trial)."""
+    points = tuning["points"]
+    keys = [o.split("=", 1)[0] for o in points[0]["overrides"]] if points else []
+    params = list(tuning.get("search_space") or {})
+    head = [*keys, "trials", "best val", *params]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in points:
+        mine = [r for r in trials if r.name.startswith(p["folder"] + "/")]
+        done = sum(r.status == "completed" for r in mine)
+        best = p.get("best_params") or {}
+        value = f"{p['best_value']:.4f}" if p.get("best_value") is not None else "— (no trial completed)"
+        cells = [*(o.split("=", 1)[1] for o in p["overrides"]), f"{done}/{len(mine)}", value,
+                 *(_short(best[k]) if k in best else "—" for k in params)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tuning_section(tuning: dict, trials: list[Run]) -> list[str]:
+    objective = next((o.split("=", 1)[1] for o in tuning.get("tuning_overrides", [])
+                      if o.startswith("objective=")), "the objective")
+    space = ", ".join(f"`{k}: {v}`" for k, v in (tuning.get("search_space") or {}).items())
+    seeds = ", ".join(str(s) for s in tuning.get("seeds") or [] if s is not None) or "the config's"
+    return [f"## Tuned settings (Optuna on the validation split: {objective})", "",
+            tuning_table(tuning, trials), "",
+            f"Search space: {space or '—'}. Each configuration's best setting then trained on "
+            f"seeds {seeds} (the ranking below, on the test split).", ""]
+
+
 def plot_top1(rows: list[dict], keys: list[str]) -> Figure:
     rows = [row for row in rows if row["top1"]][::-1]  # best at the top
     fig = Figure(figsize=(6.5, 1.2 + 0.35 * len(rows)), layout="constrained")
     ax = fig.add_subplot()
-    labels = [", ".join(str(row["config"][k]) for k in keys) or "all" for row in rows]
+    labels = [", ".join(_short(row["config"][k]) for k in keys) or "all" for row in rows]
     ax.barh(labels, [r["top1"][0] for r in rows], xerr=[r["top1"][1] for r in rows], capsize=3,
             color="tab:blue", alpha=0.8)
     ax.set_xlabel("Test top-1 accuracy (mean ± std over seeds)")
@@ -204,14 +259,25 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
     runs = load_sweep(folder) if runs is None else runs
     if not runs:
         raise SystemExit(f"error: no runs under {folder} (expected <job>/.hydra/overrides.yaml)")
-    keys, common = study_keys(runs)
-    rows = aggregate(runs, keys)
+    tuning = load_tuning(folder)
+    folders = tuple(p["folder"] + "/" for p in tuning["points"]) if tuning else ()
+    trials = [r for r in runs if folders and r.name.startswith(folders)]
+    ranked = [r for r in runs if r not in trials]  # a tuned study ranks its final runs only
+    keys, common = study_keys(ranked)
+    if tuning:  # each configuration with its chosen values, even where one run alone
+        keys = [*tuned_keys(tuning), *(k for k in keys if k not in tuned_keys(tuning))]
+        common = {k: v for k, v in common.items() if k not in keys}
+    rows = aggregate(ranked, keys)
     done = sum(r.status == "completed" for r in runs)
+    count = f"{len(runs)} runs" + (f" ({len(trials)} tuning trials, {len(ranked)} final runs)"
+                                   if tuning else "")
     parts = [f"# {title or 'Study report: ' + folder.name}", "",
-             f"{len(runs)} runs, {done} completed. Common overrides: "
-             + (", ".join(f"`{k}={v}`" for k, v in common.items()) or "none") + ".", "",
-             "## Ranking (test accuracy, mean ± std over seeds)", "", markdown_table(rows, keys), "",
-             "![top-1](top1.png)", ""]
+             f"{count}, {done} completed. Common overrides: "
+             + (", ".join(f"`{k}={v}`" for k, v in common.items()) or "none") + ".", ""]
+    if tuning:
+        parts += tuning_section(tuning, trials)
+    parts += ["## Ranking (test accuracy, mean ± std over seeds)", "", markdown_table(rows, keys), "",
+              "![top-1](top1.png)", ""]
     plot_top1(rows, keys).savefig(folder / "top1.png", dpi=120)
     frac_key = next((k for k in FRACTION_KEYS if k in keys), None)
     if frac_key:
