@@ -34,7 +34,8 @@ def contents_key(samples: list[tuple[str, int]], resize: int | None) -> str:
 
 def cache_file(cache_dir: str | Path, root: str | Path, resize: int | None) -> Path:
     name = hashlib.sha256(f"{Path(root).resolve()}|{resize}".encode()).hexdigest()[:20]
-    return Path(cache_dir).expanduser() / f"{Path(root).name}-{resize or 'native'}-{name}.pt"
+    root = Path(root)
+    return Path(cache_dir).expanduser() / f"{root.parent.name}-{root.name}-{resize or 'native'}-{name}.pt"
 
 
 def _load(path: Path, key: str, root) -> tuple[torch.Tensor, torch.Tensor] | None:

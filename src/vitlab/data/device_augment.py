@@ -30,6 +30,14 @@ from ..errors import ConfigError
 Step = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device` without making the host wait: a copy from pinned memory is
+    asynchronous, one from ordinary (pageable) memory may synchronise with the GPU."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def crop_flip(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
               padding: int) -> torch.Tensor:
     """Per-image random crop of the zero-padded batch at (top, left) in [0, 2·padding], then
@@ -56,8 +64,7 @@ class CropFlip:
         top = torch.randint(0, 2 * self.padding + 1, (n,), generator=gen)
         left = torch.randint(0, 2 * self.padding + 1, (n,), generator=gen)
         flip = torch.rand(n, generator=gen) < self.flip
-        return crop_flip(x, *(t.to(x.device, non_blocking=True) for t in (top, left, flip)),
-                         self.padding)
+        return crop_flip(x, *(to_device(t, x.device) for t in (top, left, flip)), self.padding)
 
 
 class Kornia:
@@ -93,7 +100,7 @@ class PerImagePolicy:
             for k, op in enumerate(self.ops):
                 rows = (choice[:, slot] == k).nonzero().flatten()  # on the CPU: no device sync
                 if len(rows):
-                    rows = rows.to(x.device, non_blocking=True)
+                    rows = to_device(rows, x.device)
                     x[rows] = op(x[rows], gen)
         return x
 

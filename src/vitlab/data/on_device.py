@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from .decode_cache import cached
-from .device_augment import DeviceAugment
+from .device_augment import DeviceAugment, to_device
 
 
 def _base_indices(dataset: Dataset) -> tuple[Dataset, torch.Tensor | None]:
@@ -78,17 +78,18 @@ class DeviceLoader:
                  mean: Sequence[float], std: Sequence[float], shuffle: bool = False,
                  augment: DeviceAugment | None = None, seed: int = 0, drop_last: bool = False,
                  rank: int = 0, world_size: int = 1, epoch: Callable[[], int | None] | None = None,
-                 chunk_bytes: int = 2**28):
+                 chunk_batches: int = 16, chunk_bytes: int = 2**28):
         """`epoch` returns the current epoch (the trainer's); without it every pass over the
         loader counts one. DDP: each of `world_size` processes takes an equal share. A chunk
-        holds as many whole batches as fit in `chunk_bytes` of float32 images (at least one)."""
+        holds `chunk_batches` batches, fewer where they exceed `chunk_bytes` of float32
+        images (at least one batch)."""
         self.images, self.labels = images, labels.to(images.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.augment, self.seed = augment, seed
         self.rank, self.world_size = rank, world_size
         self.epoch_fn, self._passes = epoch, 0
         per_image = 4 * images[0].numel() if len(images) else 1
-        self.chunk = max(1, chunk_bytes // (per_image * batch_size)) * batch_size
+        self.chunk = max(1, min(chunk_batches, chunk_bytes // (per_image * batch_size))) * batch_size
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=images.device).view(shape)
         self.inv_std = 1.0 / torch.tensor(std, device=images.device).view(shape)
@@ -122,7 +123,7 @@ class DeviceLoader:
         if self.world_size > 1:
             order = order[self.rank::self.world_size][: self._size()]
         order = order[: len(self) * self.batch_size]  # drop_last: the whole batches only
-        device_order = order.to(self.images.device, non_blocking=True)
+        device_order = to_device(order, self.images.device)
         for start in range(0, len(order), self.chunk):
             chunk = device_order[start:start + self.chunk]
             x, y = self._prepare(chunk, gen), self.labels[chunk]
