@@ -2,11 +2,13 @@
 
   python src/bench.py model=vit_small img_size=224 batch_size=16
   python src/bench.py model=vit_base img_size=224 batch_size=256 precision=bf16 compile=true
+  python src/bench.py mode=fit model=vit_micro batch_size=32      # the framework's own overhead
 
 Times training steps (forward, backward, AdamW step) and inference of both models, alternating
 which goes first every round after a warm-up, and reports the median round: images/s, the ratio
 vitlab/timm, TFLOP/s and MFU (FLOPs counted per layer by vitlab.flops, QKᵀ and AV included;
 training = 3 × forward) and peak memory. A measurement, not a test: nothing is asserted.
+`mode=fit` instead times vitlab's whole training step against a bare PyTorch loop (bench_fit.py).
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from omegaconf import DictConfig
 from timm.layers.hybrid_embed import HybridEmbed as TimmHybridEmbed
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
+from vitlab.bench_fit import report_fit, run_fit
 from vitlab.flops import forward_flops, peak_tflops, train_flops
 from vitlab.models.hybrid import create_backbone
 
 # process: CPU time of this process, robust to other jobs on a shared machine with threads=1
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
-SMALL_IMAGE_PRESETS = {"vit_micro", "vit_lite", "vit_hybrid"}  # 32 px presets
+SMALL_IMAGE_PRESETS = {"vit_micro", "vit_lite", "vit_hybrid", "vit_hybrid_lite"}  # 32 px presets
 NAMED_TIMM = {"vit_hybrid_r50_b16": "vit_base_r50_s16_224", "vit_hybrid_r26_s32": "vit_small_r26_s32_224"}
 
 
@@ -74,7 +77,7 @@ class Runner:
         self.model, self.x, self.y, self.device = model, x, y, device
         fused = device.type == "cuda" if cfg.fused_adamw == "auto" else bool(cfg.fused_adamw)
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=fused)
-        self.fn = torch.compile(model) if cfg.compile else model
+        self.fn = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
         bf16 = str(cfg.precision) == "bf16"
         self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 \
             else contextlib.nullcontext
@@ -238,12 +241,16 @@ def main(cfg: DictConfig) -> None:
     preset = HydraConfig.get().runtime.choices.get("model", "?")
     if cfg.img_size is None:
         cfg.img_size = 32 if preset in SMALL_IMAGE_PRESETS else 224
-    if str(cfg.precision) not in ("32", "bf16") or cfg.mode not in ("train", "infer", "both") \
+    if str(cfg.precision) not in ("32", "bf16") or cfg.mode not in ("train", "infer", "both", "fit") \
             or cfg.clock not in CLOCKS:
-        sys.exit(f"error: precision must be 32 or bf16, mode train, infer or both, clock wall or "
+        sys.exit(f"error: precision must be 32 or bf16, mode train, infer, both or fit, clock wall or "
                  f"process (got precision={cfg.precision} mode={cfg.mode} clock={cfg.clock})")
-    result = run(cfg, preset)
-    print(report(result))
+    if cfg.mode == "fit":
+        result = run_fit(cfg, preset)
+        print(report_fit(result))
+    else:
+        result = run(cfg, preset)
+        print(report(result))
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.out).write_text(json.dumps(result, indent=2))

@@ -81,6 +81,18 @@ def test_bench_runs_end_to_end_against_timm(preset, tmp_path):
     assert not list(tmp_path.glob("outputs")), "a benchmark writes no run folder"
 
 
+def test_bench_fit_times_vitlab_against_a_bare_loop(tmp_path):
+    out = tmp_path / "fit.json"
+    result = run_entry("bench.py", ["mode=fit", "model=vit_micro", "batch_size=8", "warmup=1", "rounds=2",
+                                    "steps=2", f"out={out}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "fit ratio vitlab/bare" in result.stdout
+    r = json.loads(out.read_text())
+    assert r["vitlab"]["images_per_s"] > 0 and r["bare"]["images_per_s"] > 0 and r["ratio"] > 0
+    assert len(r["vitlab"]["rounds_ms"]) == len(r["bare"]["rounds_ms"]) == 2
+    assert not list(tmp_path.glob("outputs")) and not list(tmp_path.glob("checkpoints"))
+
+
 # ---- on-device loader
 
 
