@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid report bench
+.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid report bench gpu-check gpu-carry
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -59,6 +59,31 @@ report: install ## table and plots of a sweep folder: make report SWEEP=outputs/
 
 bench: install ## vitlab vs timm training and inference speed (ARGS="model=vit_small img_size=224 batch_size=16")
 	$(PY) src/bench.py $(ARGS)
+
+# GPU path check. With the project's venv: `make gpu-check ARGS="cifar=<cifar10-jpg.zip or folder>"`.
+# On a GPU machine that cannot install (no network, no venv) but has torch, Lightning and timm:
+# run `make gpu-carry` where pip works, carry $(GPU_CARRY)/ over with the checkout, then `make gpu-check`
+# there installs the carried wheels into $(GPU_CARRY)/site and runs the same script with them.
+GPU_CARRY ?= .gpu_carry
+CIFAR_ZIP ?= ../shared/datasets/cifar10-jpg.zip
+gpu-check: ## one GPU, a few minutes: benches, every preset x variant, CIFAR-10 runs, DDP; table + JSON (ARGS="dry=true": CPU)
+	@if [ ! -x $(PY) ] && [ -d $(GPU_CARRY)/wheels ]; then \
+		python3 -m pip install --quiet --no-index --no-deps --target $(GPU_CARRY)/site $(GPU_CARRY)/wheels/*.whl && \
+		PYTHONPATH=$(GPU_CARRY)/site:$(GPU_CARRY)/stubs:src python3 src/gpu_check.py cifar=$(GPU_CARRY)/cifar10-jpg.zip $(ARGS); \
+	else \
+		$(MAKE) --no-print-directory install && $(PY) src/gpu_check.py $(ARGS); \
+	fi
+
+gpu-carry: install ## what `make gpu-check` needs on a GPU machine without network, into $(GPU_CARRY)/ (< 64 MiB)
+	rm -rf $(GPU_CARRY) && mkdir -p $(GPU_CARRY)/wheels $(GPU_CARRY)/stubs/kornia_rs
+	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps -w $(GPU_CARRY)/wheels \
+		$$($(PY) -c "from importlib.metadata import version as v; print(' '.join(f'{p}=={v(p)}' for p in \
+		('hydra-core', 'omegaconf', 'antlr4-python3-runtime', 'kornia')))")
+	# kornia imports its Rust image-file reader (5 MB) at start-up; the check reads no image files through it
+	echo '"""Stand-in for kornia_rs (image file IO), unused by vitlab."""' > $(GPU_CARRY)/stubs/kornia_rs/__init__.py
+	touch $(GPU_CARRY)/stubs/kornia_rs/io.py
+	cp $(CIFAR_ZIP) $(GPU_CARRY)/ 2>/dev/null || echo "no $(CIFAR_ZIP): the CIFAR-10 steps will be skipped"
+	du -sh $(GPU_CARRY)
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check src tests
