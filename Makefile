@@ -78,7 +78,8 @@ gpu-carry: install ## what `make gpu-check` needs on a GPU machine without netwo
 	rm -rf $(GPU_CARRY) && mkdir -p $(GPU_CARRY)/wheels $(GPU_CARRY)/stubs/kornia_rs
 	$(PY) -m pip wheel --quiet --disable-pip-version-check --no-deps -w $(GPU_CARRY)/wheels \
 		$$($(PY) -c "from importlib.metadata import version as v; print(' '.join(f'{p}=={v(p)}' for p in \
-		('hydra-core', 'omegaconf', 'antlr4-python3-runtime', 'kornia')))")
+		('hydra-core', 'omegaconf', 'antlr4-python3-runtime', 'kornia', 'submitit', 'cloudpickle', \
+		 'hydra-submitit-launcher')))")
 	# kornia imports its Rust image-file reader (5 MB) at start-up; the check reads no image files through it
 	echo '"""Stand-in for kornia_rs (image file IO), unused by vitlab."""' > $(GPU_CARRY)/stubs/kornia_rs/__init__.py
 	touch $(GPU_CARRY)/stubs/kornia_rs/io.py

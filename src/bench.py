@@ -30,6 +30,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from timm.layers.hybrid_embed import HybridEmbed as TimmHybridEmbed
 from timm.models.vision_transformer import VisionTransformer as TimmViT
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vitlab.bench_fit import report_fit, run_fit
 from vitlab.flops import forward_flops, peak_tflops, train_flops
@@ -38,6 +39,8 @@ from vitlab.models.hybrid import create_backbone
 # process: CPU time of this process, robust to other jobs on a shared machine with threads=1
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 SMALL_IMAGE_PRESETS = {"vit_micro", "vit_lite", "vit_hybrid", "vit_hybrid_lite"}  # 32 px presets
+SDPA = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
 NAMED_TIMM = {"vit_hybrid_r50_b16": "vit_base_r50_s16_224", "vit_hybrid_r26_s32": "vit_small_r26_s32_224"}
 
 
@@ -81,16 +84,19 @@ class Runner:
         bf16 = str(cfg.precision) == "bf16"
         self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 \
             else contextlib.nullcontext
+        # one SDPA backend for every attention call (and for tracing under compile), or torch's choice
+        self.attention = (lambda: sdpa_kernel(SDPA[cfg.sdpa])) if cfg.sdpa != "auto" \
+            else contextlib.nullcontext
 
     def train_step(self):
-        with self.autocast():
+        with self.autocast(), self.attention():
             loss = F.cross_entropy(self.fn(self.x), self.y)
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
 
     def infer_step(self):
-        with torch.inference_mode(), self.autocast():
+        with torch.inference_mode(), self.autocast(), self.attention():
             self.fn(self.x)
 
     def timed(self, step, n: int, clock=time.perf_counter) -> float:
@@ -167,6 +173,7 @@ def run(cfg: DictConfig, preset: str) -> dict:
         "preset": preset, "timm": how, "img_size": cfg.img_size, "batch_size": cfg.batch_size,
         "precision": str(cfg.precision), "device": str(device), "device_name": device_name(device),
         "threads": torch.get_num_threads(), "compile": bool(cfg.compile), "clock": cfg.clock,
+        "compile_mode": cfg.compile_mode, "sdpa": cfg.sdpa,
         "channels_last": bool(cfg.channels_last), "parameters": params,
         "forward_gflop_per_image": fwd / 1e9, "peak_tflops": peak, "peak_source": peak_how,
         "torch": torch.__version__, "timm_version": timm.__version__,
@@ -242,9 +249,10 @@ def main(cfg: DictConfig) -> None:
     if cfg.img_size is None:
         cfg.img_size = 32 if preset in SMALL_IMAGE_PRESETS else 224
     if str(cfg.precision) not in ("32", "bf16") or cfg.mode not in ("train", "infer", "both", "fit") \
-            or cfg.clock not in CLOCKS:
+            or cfg.clock not in CLOCKS or (cfg.sdpa != "auto" and cfg.sdpa not in SDPA):
         sys.exit(f"error: precision must be 32 or bf16, mode train, infer, both or fit, clock wall or "
-                 f"process (got precision={cfg.precision} mode={cfg.mode} clock={cfg.clock})")
+                 f"process, sdpa auto, {', '.join(SDPA)} (got precision={cfg.precision} mode={cfg.mode} "
+                 f"clock={cfg.clock} sdpa={cfg.sdpa})")
     if cfg.mode == "fit":
         result = run_fit(cfg, preset)
         print(report_fit(result))

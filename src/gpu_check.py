@@ -9,6 +9,7 @@ On one GPU, in a few minutes, each step in its own process with its own time lim
   cifar_recipe                 experiment=cifar10_pure (strong augmentation on the device), short
   ddp                          trainer=ddp trainer.devices=1: the NCCL path, a few steps
   bench_fit                    vitlab's whole training step against a bare PyTorch loop
+  (autotune=true adds bench_autotune, compile_mode=max-autotune, and bench_cudnn, cuDNN attention)
 It prints one table and writes it as JSON. Without a CUDA device it says so and exits 2;
 `dry=true` runs every step at toy sizes on the CPU. Only the torch API of 2.11 is used here and
 in what it runs, so it works on a machine whose torch is older than this project's pin.
@@ -219,7 +220,7 @@ class Check:
             return Result("ddp", status, note=tail)
         s = json.loads((run_dir / "summary.json").read_text())
         return Result("ddp", figures={"status": s["status"], "steps": s["global_step"],
-                                      "val_loss": round(s["val"].get("val/loss", float("nan")), 4)})
+                                      "world_size": s["batch"]["world_size"]})
 
 
 def rounded(x: float | None, digits: int = 4) -> float | None:
@@ -311,6 +312,7 @@ def main(cfg: DictConfig) -> None:
         "bench_eager": lambda: check.bench("bench_eager"),
         "bench_compiled": lambda: check.bench("bench_compiled", "compile=true"),
         "bench_autotune": lambda: check.bench("bench_autotune", "compile=true", "compile_mode=max-autotune"),
+        "bench_cudnn": lambda: check.bench("bench_cudnn", "compile=true", "sdpa=cudnn"),
         "presets": check.presets,
         "cifar_crop_flip": lambda: check.cifar("cifar_crop_flip", *plain, "compile=true"),
         "cifar_cudagraphs": lambda: check.cifar("cifar_cudagraphs", *plain, "compile=true",
@@ -319,8 +321,9 @@ def main(cfg: DictConfig) -> None:
         "ddp": check.ddp,
         "bench_fit": check.bench_fit,
     }
-    if not cfg.autotune:
+    if not cfg.autotune:  # minutes of kernel tuning; cuDNN attention needs a recent GPU
         steps.pop("bench_autotune")
+        steps.pop("bench_cudnn")
     chosen = [n for n in steps if (not cfg.only or any(o in n for o in cfg.only))
               and not any(s in n for s in cfg.skip)]
     env = environment()
