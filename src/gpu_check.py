@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL_IMAGES = {"vit_micro", "vit_lite", "vit_hybrid", "vit_hybrid_lite"}  # 32 px presets
 NO_FIGURES = ["~callbacks.attention", "~callbacks.confusion_matrix", "~callbacks.pos_similarity"]
 QUIET = ["trainer.enable_progress_bar=false", *NO_FIGURES]
+NO_CHECKPOINTS = ["~callbacks.model_checkpoint", "~callbacks.last_checkpoint"]  # a few steps: nothing to keep
 ENV = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 
 
@@ -146,7 +147,7 @@ class Check:
         toy = ["model.embed_dim=32", "model.depth=1", "model.num_heads=2"] if self.dry else []
         cmd = py("train.py", "-m", f"model={','.join(models)}", f"model/pos_embed={','.join(variants)}",
                  "data=fake", f"data.img_size={img_size}", "data.batch_size=8", "+trainer.max_steps=3",
-                 "+trainer.limit_val_batches=1", "test=false", self.trainer(), *toy, *QUIET,
+                 "+trainer.limit_val_batches=1", "test=false", self.trainer(), *toy, *QUIET, *NO_CHECKPOINTS,
                  f"hydra.sweep.dir={self.work / f'presets_{i}'}")
         log = open(self.work / f"presets_{i}.log", "w")
         log.write(" ".join(cmd) + "\n\n")
@@ -213,7 +214,7 @@ class Check:
         run_dir = self.work / "ddp"
         device = ["trainer.accelerator=cpu", "trainer.precision=32-true"] if self.dry else []
         cmd = py("train.py", "trainer=ddp", "trainer.devices=1", *device, "data=fake", "data.batch_size=32",
-                 "+trainer.max_steps=5", "trainer.max_epochs=1", "test=false", *QUIET,
+                 "+trainer.max_steps=5", "trainer.max_epochs=1", "test=false", *QUIET, *NO_CHECKPOINTS,
                  f"hydra.run.dir={run_dir}")
         status, tail = run(cmd, self.cfg.timeouts.ddp, self.work / "ddp.log")
         if status != "ok":

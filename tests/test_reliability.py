@@ -53,9 +53,13 @@ def weights(run_dir, name="last.ckpt"):
     return torch.load(run_dir / "checkpoints" / name, weights_only=True)["state_dict"]
 
 
-def test_resumed_run_ends_exactly_like_an_uninterrupted_one(compose_cfg, tmp_path):
+@pytest.mark.parametrize("data", [
+    [],
+    ["data.on_device=true", "data/mix=mixup_cutmix"],  # the device loader's draws, Mixup/CutMix's
+], ids=["dataloader", "on_device+mixup"])
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(compose_cfg, tmp_path, data):
     def cfg_for(name, *extra):
-        cfg = compose_cfg([*SMALL, "trainer.max_epochs=4", "seed=7", *extra])
+        cfg = compose_cfg([*SMALL, "trainer.max_epochs=4", "seed=7", *data, *extra])
         cfg.paths.output_dir = str(tmp_path / name)
         return cfg
 
@@ -65,6 +69,9 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(compose_cfg, tmp_pat
     cut = read_summary(tmp_path / "cut")
     assert cut["status"] == "interrupted" and cut["global_step"] == full["global_step"] // 2
     assert (tmp_path / "cut" / "checkpoints" / "interrupted.ckpt").is_file()
+    # last.ckpt is the end of the last finished epoch, whether or not its val/acc was a best
+    last = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 1 and last["global_step"] == cut["global_step"]
 
     resumed = train(cfg_for("cut", "ckpt_path=last"))
     assert resumed["status"] == "completed" and resumed["resumed_from"].endswith("last.ckpt")

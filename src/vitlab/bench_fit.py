@@ -46,7 +46,7 @@ def train_config(cfg: DictConfig, preset: str, out_dir: str, steps_per_round: in
         f"+trainer.max_steps={steps_per_round}", "trainer.enable_progress_bar=false", "test=false",
         f"compile={bool(cfg.compile)}", f"paths.output_dir={out_dir}",
         "~callbacks.attention", "~callbacks.confusion_matrix", "~callbacks.pos_similarity",
-        "~callbacks.model_checkpoint",
+        "~callbacks.model_checkpoint", "~callbacks.last_checkpoint",
     ]
     if cfg.compile_mode:
         overrides.append(f"compile_mode={cfg.compile_mode}")

@@ -137,13 +137,13 @@ def _train(cfg: DictConfig) -> dict:
     try:
         log_run_config(trainer.loggers, cfg, summary["parameters"])
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        ckpt = trainer.checkpoint_callback
+        ckpt = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # best by val/acc
         best = ckpt.best_model_path if ckpt else ""
         summary["best_checkpoint"] = best or None
         summary["val"] = {"best": float(ckpt.best_model_score) if best else None,
                           **_metrics(trainer, "val/")}
         if cfg.get("test") and not trainer.fast_dev_run:
-            trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None)
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             summary["test"] = _metrics(trainer, "test/")
         summary["status"] = "completed"
     except BaseException as error:  # record how the run ended, then let it propagate

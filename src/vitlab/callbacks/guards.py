@@ -16,6 +16,13 @@ class DivergenceError(VitlabError):
     """The training loss became NaN or infinite."""
 
 
+def last_checkpoint(trainer) -> str | None:
+    """The newest checkpoint file the trainer's checkpoint callbacks have written."""
+    paths = [Path(p) for c in trainer.checkpoint_callbacks
+             for p in (c.last_model_path, c.best_model_path) if p and Path(p).is_file()]
+    return str(max(paths, key=lambda p: p.stat().st_mtime)) if paths else None
+
+
 class FiniteLoss(L.Callback):
     """Stops training at the first non-finite loss. Checkpoints are never written from the
     diverged state, so the last good one (last.ckpt, best.ckpt) stays as it was.
@@ -60,7 +67,7 @@ class FiniteLoss(L.Callback):
         step, epoch, loss = self._first_bad.tolist()
         if step < 0:
             return
-        good = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+        good = last_checkpoint(trainer) or "none yet"
         raise DivergenceError(
             f"training loss is {loss} at step {int(step)} (epoch {int(epoch)}); last good "
             f"checkpoint: {good}. Lower module.optimizer.lr, raise module.warmup_epochs or check the data")
