@@ -33,7 +33,7 @@ STUDY = $(PY) src/train.py trainer=cpu trainer.enable_progress_bar=false
 study-posemb study-posemb-tuned: SEEDS ?= 0,1,2
 study-hybrid: SEEDS ?= 0,1
 POSEMB_EPOCHS ?= 20
-TUNED_EPOCHS ?= 12
+TUNED_EPOCHS ?= 20
 TUNED_TRIALS ?= 5
 HYBRID_EPOCHS ?= 30
 study-posemb: install ## positional-embedding ablation, reduced: all 7 variants x 3 seeds x 20 epochs (SEEDS=, POSEMB_EPOCHS=); then its report
@@ -42,7 +42,7 @@ study-posemb: install ## positional-embedding ablation, reduced: all 7 variants 
 		trainer.max_epochs=$(POSEMB_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir
 
-study-posemb-tuned: install ## the same, fair: lr and weight decay tuned per variant on val (Optuna, 5 trials), best x 3 seeds, all 12 epochs (TUNED_TRIALS=, TUNED_EPOCHS=, SEEDS=); then its report
+study-posemb-tuned: install ## the same, fair: lr and weight decay tuned per variant on val (Optuna, 5 trials), best x 3 seeds, all 20 epochs (TUNED_TRIALS=, TUNED_EPOCHS=, SEEDS=); then its report
 	dir=outputs/studies/posemb_tuned_$$(date +%Y-%m-%d_%H-%M-%S); \
 	$(STUDY) experiment=posemb_tuned seed=$(SEEDS) trainer.max_epochs=$(TUNED_EPOCHS) \
 		hydra.sweeper.optuna.n_trials=$(TUNED_TRIALS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
