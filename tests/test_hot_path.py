@@ -148,3 +148,34 @@ def test_throughput_counts_the_time_between_steps_as_training_time(compose_cfg, 
     assert meter.seconds >= counted * pause  # every gap counted
     rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
     assert any(float(r["perf/data_frac"]) > 0 for r in rows if r.get("perf/data_frac"))
+
+
+class StepLosses(L.Callback):
+    def __init__(self):
+        self.losses, self.sizes = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+        self.sizes.append(len(batch[1]))
+
+
+def test_per_step_values_are_logged_at_log_steps_and_the_epoch_loss_is_their_weighted_mean(
+        compose_cfg, tmp_path):
+    """The step logs loss and gradient norm only at the steps the logger writes (every
+    log_every_n_steps); the epoch's loss is the batch-weighted mean of every step's, the last
+    partial batch included."""
+    datamodule, module, trainer = build(compose_cfg(
+        [*SMALL, "data.train_fraction=0.3", "trainer.log_every_n_steps=4", "data.drop_last=false"]))
+    probe = StepLosses()
+    trainer.callbacks.append(probe)
+    trainer.fit(module, datamodule=datamodule)
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
+    for key in ("train/loss_step", "train/grad_norm"):
+        steps = [int(r["step"]) for r in rows if r.get(key)]
+        assert steps == list(range(3, trainer.global_step, 4)), (key, steps)
+    logged = {int(r["step"]): float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")}
+    assert all(logged[s] == pytest.approx(probe.losses[s], rel=1e-6) for s in logged)
+    assert len(set(probe.sizes)) == 2  # a partial last batch, weighted by its size
+    mean = sum(loss * n for loss, n in zip(probe.losses, probe.sizes, strict=True)) / sum(probe.sizes)
+    epoch = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+    assert epoch == [pytest.approx(mean, rel=1e-5)]

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LinearLR, SequentialLR
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 STEM = "embed.backbone."  # a hybrid's CNN: the parameters `stem_lr_scale` applies to
@@ -62,6 +62,15 @@ def accuracy_metrics(num_classes: int, prefix: str, validate_args: bool = True) 
     return MetricCollection(metrics, prefix=prefix)
 
 
+def epoch_mean() -> MeanMetric:
+    """A batch-weighted mean over the epoch, synced over processes when computed. Without NaN
+    checks (each reads a value back to the host); a NaN loss still shows as a NaN mean."""
+    try:
+        return MeanMetric(nan_strategy="disable")
+    except ValueError:  # torchmetrics < 1.4 has no "disable"
+        return MeanMetric(nan_strategy="warn")
+
+
 class ImageClassifier(L.LightningModule):
     def __init__(
         self,
@@ -87,6 +96,7 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics = accuracy_metrics(num_classes, "train/", validate_args=False)
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")
+        self.train_loss, self.val_loss, self.test_loss = epoch_mean(), epoch_mean(), epoch_mean()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -95,26 +105,53 @@ class ImageClassifier(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = self.loss(logits, y)
-        metrics = getattr(self, f"{stage}_metrics")
         # under Mixup/CutMix a training image counts as its dominant label
-        metrics.update(logits.detach(), y.argmax(-1) if y.ndim > 1 else y)
-        on_step = stage == "train"
-        # sync_dist: with DDP the logged loss is the mean over all processes (one scalar
-        # all-reduce per step), so curves match a single-device run; the torchmetrics sync
-        # their own counts when computed at the epoch's end
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=x.shape[0], sync_dist=True)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        getattr(self, f"{stage}_metrics").update(logits.detach(), y.argmax(-1) if y.ndim > 1 else y)
+        # weighted by the batch size as one value per image: with its NaN checks disabled,
+        # MeanMetric drops a `weight` argument (torchmetrics issue #3434)
+        getattr(self, f"{stage}_loss").update(loss.detach().expand(x.shape[0]))
         return loss
 
+    def _log_step_due(self) -> bool:
+        """Whether this training step is one the logger writes (every `log_every_n_steps`).
+        Per-step values are logged at those steps only: each `self.log` call costs a walk over
+        Lightning's result collection, a measurable part of a small model's step."""
+        return (self.trainer.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
+
+    def _log_metrics(self, stage: str) -> None:
+        """The epoch's mean loss and accuracies, computed once at its end (torchmetrics syncs
+        their counts over processes). Logged as values, not as Metric objects: Lightning would
+        move a logged Metric to the device at every step's log call (bench fit)."""
+        metrics, loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
+        if loss.update_count:
+            values = {f"{stage}/loss_epoch" if stage == "train" else f"{stage}/loss": loss.compute(),
+                      **metrics.compute()}
+            self.log_dict(values, prog_bar=stage != "train")
+        metrics.reset()
+        loss.reset()
+
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        if self._log_step_due():
+            # sync_dist: with DDP the logged loss is the mean over all processes, so curves
+            # match a single-device run (one scalar all-reduce per logged step)
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
+
+    def on_train_epoch_end(self):
+        self._log_metrics("train")
+
+    def on_validation_epoch_end(self):
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self):
+        self._log_metrics("test")
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         """Clip the gradients here, with torch's multi-tensor clip, rather than through Lightning's
@@ -132,7 +169,8 @@ class ImageClassifier(L.LightningModule):
             torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
             return
         norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
-        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        if self._log_step_due():
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(param_groups(self.model, self.hparams.weight_decay,
