@@ -181,3 +181,37 @@ def test_every_augmentation_option_runs_through_the_cli(tmp_path):
     summaries = sorted((tmp_path / "sweep").glob("*/summary.json"))
     assert len(summaries) == 8
     assert all('"completed"' in s.read_text() for s in summaries)
+
+
+def _jpeg_cifar(root, per_class):
+    """A CIFAR-10-shaped JPEG folder: 10 classes of 32 px images, train/ and test/."""
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (("train", per_class), ("test", 2)):
+        for c in range(10):
+            (root / split / f"class{c}").mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = torch.randint(0, 256, (32, 32, 3), generator=gen, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(root / split / f"class{c}" / f"{i}.jpg")
+    return root
+
+
+@pytest.mark.parametrize("recipe", ["cifar10_pure", "cifar10_hybrid"])
+def test_the_cifar_recipes_run_on_jpeg_folders_on_a_cpu(tmp_path, recipe):
+    """The issue's command on a CPU (`trainer=cpu debug=fast`), on a small folder: a batch of
+    16 instead of the recipe's 512, everything else the recipe's (compiled, on-device
+    AutoAugment + erasing, Mixup/CutMix)."""
+    root = _jpeg_cifar(tmp_path / "cifar10", per_class=4)
+    command = [f"experiment={recipe}", "data=imagefolder", f"data.data_dir={root}",
+               "data.num_classes=10", "data.img_size=32", "trainer=cpu", "debug=fast",
+               f"paths.cache_dir={tmp_path / 'cache'}"]
+    result = run_entry("train.py", [*command, "data.batch_size=16",
+                                    f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '"completed"' in (tmp_path / "run" / "summary.json").read_text()
+    # at the recipe's own batch, 30 training images (10 held out) make no batch: said, not skipped
+    result = run_entry("train.py", [*command, f"hydra.run.dir={tmp_path / 'too_small'}"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: 30 training images are fewer than one batch per process (512), and partial "
+        "batches are dropped (Mixup/CutMix or compile); lower data.batch_size or set "
+        "data.drop_last=false")

@@ -114,6 +114,10 @@ class ImageDataModule(L.LightningDataModule):
         elif self.train_fraction < 1.0:
             train = Subset(train, stratified_split(labels_of(train), self.train_fraction,
                                                    self.split_seed)[0])
+        if self.drop_last and len(train) < self.batch_size:  # Lightning would just not train
+            raise DataError(f"{len(train)} training images are fewer than one batch per process "
+                            f"({self.batch_size}), and partial batches are dropped (Mixup/CutMix or "
+                            f"compile); lower data.batch_size or set data.drop_last=false")
         self.splits = {
             "train": Transformed(train, self.train_transform),
             "val": Transformed(val, self.eval_transform),
