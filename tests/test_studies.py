@@ -63,9 +63,9 @@ def test_every_hybrid_vs_pure_job_composes_and_builds(model, fraction, tmp_path)
 
 
 @pytest.mark.parametrize("overrides, epochs", [
-    (["model=vit_hybrid"], 15),                                 # the hybrid's own schedule
+    (["model=vit_hybrid"], 25),                                 # the hybrid's own schedule
     (["model=vit_hybrid", "trainer.max_epochs=7"], 7),          # the command line wins
-    (["model=vit_hybrid", "trainer=cpu"], 15),                  # whatever the trainer
+    (["model=vit_hybrid", "trainer=cpu"], 25),                  # whatever the trainer
     (["model=vit_micro"], 35),                                  # the default run
     (["experiment=hybrid_vs_pure", "model=vit_hybrid"], 35),    # the study trains both alike
     (["experiment=hybrid_vs_pure", "model=vit_micro"], 35),
