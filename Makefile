@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid report bench gpu-check gpu-carry
+.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid report bench gpu-check gpu-carry docs docs-serve results
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,20 @@ study-hybrid: install ## pure vs hybrid x data fraction 0.1-1.0, reduced: 2 seed
 
 report: install ## table and plots of a sweep folder: make report SWEEP=outputs/train/multiruns/<time>
 	$(PY) -m vitlab.report $(SWEEP)
+
+DOCS_STAMP := $(VENV)/.docs-stamp
+$(DOCS_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,docs]"
+	touch $(DOCS_STAMP)
+
+results: install ## the results pages: tables and figures of every study folder in docs/results/data/
+	$(PY) -m vitlab.results_site docs/results
+
+docs: $(DOCS_STAMP) results ## build the documentation site into site/, warnings (broken links) as errors
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(DOCS_STAMP) results ## preview the documentation at http://127.0.0.1:8000, rebuilt on every save
+	$(VENV)/bin/mkdocs serve
 
 bench: install ## vitlab vs timm training and inference speed (ARGS="model=vit_small img_size=224 batch_size=16")
 	$(PY) src/bench.py $(ARGS)

@@ -9,8 +9,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from vitlab.cli import check_command_line
 from vitlab.distributed import worker_argv
-from vitlab.errors import ConfigError, VitlabError
+from vitlab.errors import ConfigError, user_error
 from vitlab.train import train
 
 
@@ -38,8 +39,11 @@ def main(cfg: DictConfig) -> float | None:
         objective = check_objective(cfg)
         summary = train(cfg)
         value = objective_value(summary, objective)  # None without that metric (test=false, debug=fast)
-    except VitlabError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # only user-fixable errors are handled here
+        error = user_error(e)  # also one raised while Hydra instantiated a part
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra records the job as failed and runs the others
         sys.exit(2)  # a user-fixable input error: one line, no traceback
@@ -58,4 +62,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     sys.argv = worker_argv(sys.argv)  # a DDP worker runs its own job's config, in its folder
+    check_command_line(sys.argv[1:], "train")  # an unknown preset or key: one line, exit 2
     main()

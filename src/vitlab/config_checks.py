@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
@@ -124,15 +125,47 @@ def check_batch(cfg: DictConfig) -> None:
 
 
 def check_trainer(cfg: DictConfig) -> None:
-    """trainer: max_epochs >= 1 (or -1 with max_steps), gradient clipping >= 0."""
+    """trainer: max_epochs >= 1 (or -1 with max_steps), gradient clipping >= 0, devices a
+    count, a list of indices or auto."""
     epochs = get(cfg, "trainer.max_epochs", None)
     if epochs is not None and epochs != -1:
         _number(cfg, "trainer.max_epochs", lo=1, integer=True)
     _number(cfg, "trainer.gradient_clip_val", lo=0)
+    devices = get(cfg, "trainer.devices", None)
+    text = str(devices).strip("[]() ").replace(" ", "")
+    if devices is not None and devices not in ("auto", -1, "-1") and (
+            isinstance(devices, bool) or not re.fullmatch(r"\d+(,\d+)*,?", text) or devices in (0, "0")):
+        raise ConfigError(f"trainer.devices={devices!r}: use a number of devices (>= 1), a list of "
+                          "device indices ([0,1]) or auto")
+
+
+def check_seed(cfg: DictConfig) -> None:
+    """seed: an integer."""
+    _number(cfg, "seed", integer=True)
+
+
+def check_device(cfg: DictConfig) -> None:
+    """trainer: a GPU accelerator only where a CUDA device is visible, and no more devices than
+    are visible (checked last: the other rules hold on any machine)."""
+    accelerator = get(cfg, "trainer.accelerator", "auto")
+    if accelerator not in ("gpu", "cuda"):
+        return
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not visible:
+        raise ConfigError(f"trainer.accelerator={accelerator}: no CUDA device is visible "
+                          "(torch.cuda.is_available() is False); use trainer=cpu, or trainer=ddp_cpu "
+                          "for data-parallel CPU processes")
+    devices = get(cfg, "trainer.devices", 1)
+    wanted = len(devices) if not isinstance(devices, (int, str)) else devices
+    if isinstance(wanted, int) and wanted > visible:
+        raise ConfigError(f"trainer.devices={devices} asks for {wanted} GPUs but {visible} "
+                          f"{'is' if visible == 1 else 'are'} visible; use trainer.devices={visible} "
+                          "or fewer")
 
 
 RULES: list[Callable[[DictConfig], None]] = [
-    check_data, check_model, check_pos_embed, check_module, check_trainer, check_batch
+    check_seed, check_data, check_model, check_pos_embed, check_module, check_trainer, check_batch,
+    check_device,
 ]
 
 

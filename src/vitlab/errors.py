@@ -11,3 +11,36 @@ class ConfigError(VitlabError):
 
 class DataError(VitlabError):
     """A dataset is missing, corrupt or inconsistent; the message names the path."""
+
+
+def user_error(error: BaseException | None) -> VitlabError | None:
+    """The VitlabError behind `error`, or None: Hydra wraps an error raised while it instantiates
+    a part (model, data, trainer) in its own InstantiationException, which names the target and
+    full_key in several lines; the cause is what the user can fix."""
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, VitlabError):
+            return error
+        chain.append(error)
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return next(filter(None, map(_rejected_argument, chain)), None)
+
+
+def _rejected_argument(error: BaseException) -> ConfigError | None:
+    """A part's constructor refused a config value (Lightning's MisconfigurationException or a
+    ValueError, an unexpected keyword): one line naming the config node. Other errors raised
+    while instantiating are bugs to see with their traceback, so None."""
+    text = str(error)
+    if type(error).__name__ != "InstantiationException" or "full_key:" not in text:
+        return None
+    cause = error.__cause__
+    refused = type(cause).__name__ in ("MisconfigurationException", "ValueError") or (
+        isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause))
+    if not refused:
+        return None
+    key = text.rsplit("full_key:", 1)[1].split()[0]
+    target = text.split("'")[1] if "'" in text else "it"
+    reason = " ".join(str(cause).split())
+    return ConfigError(f"{key}: {reason} (raised by {target} while building `{key}`; fix the "
+                       f"{key}.* value, `python src/train.py --cfg job` shows them)")

@@ -2,7 +2,10 @@
 
 Reads every job folder's summary.json and .hydra/overrides.yaml (no logger service needed) and
 writes report.md, top1.png and, for data-size studies, accuracy_vs_fraction.png into the sweep
-folder. Runs that differ only in `seed` form one configuration (mean ± std over seeds); jobs
+folder; where the summaries carry them, attention_distance.png (mean attention distance per
+depth) and pos_similarity.png (learned positional tables). A meta.yaml in the folder (title,
+command, machine, date) titles the report and captions every figure with how it was made.
+Runs that differ only in `seed` form one configuration (mean ± std over seeds); jobs
 that did not complete are listed, not averaged. `--wandb entity/project` draws the same report
 from runs logged to W&B (vitlab's logger stores each run's overrides in its config). A tuned
 study (hydra/sweeper=tuned: tuned.yaml in the folder) gets a table of the values chosen per
@@ -22,8 +25,10 @@ import yaml
 from matplotlib.figure import Figure
 
 FRACTION_KEYS = ("data.train_fraction", "data.samples_per_class")
+META = "meta.yaml"     # optional: title, command, machine, date of a kept study (docs/results/data/)
 TUNING = "tuned.yaml"  # hydra/sweeper=tuned's record: per configuration, its trials and chosen values
 METRICS = ("top1", "top5", "parameters", "images_per_sec", "wall_time_s")
+FIGURE_DATA = ("attention_distance", "pos_similarity")  # written by the callbacks into summary.json
 
 
 @dataclass
@@ -33,6 +38,7 @@ class Run:
     status: str                         # completed | failed | diverged | interrupted | running
     metrics: dict[str, float | None] = field(default_factory=dict)
     error: str | None = None
+    figure_data: dict = field(default_factory=dict)  # FIGURE_DATA values found in the summary
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
@@ -63,7 +69,7 @@ def load_sweep(folder: str | Path) -> list[Run]:
             continue
         summary = json.loads(path.read_text())
         runs.append(Run(name, params, summary.get("status", "unknown"), _from_summary(summary),
-                        summary.get("error")))
+                        summary.get("error"), {k: summary[k] for k in FIGURE_DATA if k in summary}))
     return runs
 
 
@@ -126,9 +132,22 @@ def aggregate(runs: list[Run], keys: list[str]) -> list[dict]:
         row = {"config": dict(zip(keys, config, strict=True)), "completed": len(done),
                "runs": len(members)}
         row.update({m: _stats([r.metrics.get(m) for r in done]) for m in METRICS})
+        row["attention_distance"] = _mean_table([r.figure_data.get("attention_distance") for r in done])
+        similarity = [r.figure_data["pos_similarity"] for r in done if "pos_similarity" in r.figure_data]
+        row["pos_similarity"] = similarity and {"grid": similarity[0]["grid"],
+                                                "values": _mean_table([s["values"] for s in similarity])}
         rows.append(row)
     rows.sort(key=lambda row: -row["top1"][0] if row["top1"] else float("inf"))
     return rows
+
+
+def _mean_table(tables: list) -> list[list[float]] | None:
+    """Element-wise mean of equally shaped nested lists (one per seed); None without any."""
+    tables = [t for t in tables if t]
+    if not tables:
+        return None
+    return [[statistics.fmean(vals) for vals in zip(*rows, strict=True)]
+            for rows in zip(*tables, strict=True)]
 
 
 def _short(value) -> str:
@@ -253,9 +272,80 @@ def plot_fraction(rows: list[dict], frac_key: str, series_keys: list[str]) -> Fi
     return fig
 
 
+def _label(row: dict, keys: list[str]) -> str:
+    return ", ".join(_short(row["config"][k]) for k in keys) or "all"
+
+
+def plot_attention_distance(rows: list[dict], keys: list[str]) -> Figure | None:
+    """Mean attention distance per depth, one panel per configuration: a dot per head, the line
+    their mean (ViT paper, Fig. 7 right), averaged over seeds."""
+    rows = [row for row in rows if row.get("attention_distance")]
+    if not rows:
+        return None
+    cols = min(4, len(rows))
+    nrows = -(-len(rows) // cols)
+    fig = Figure(figsize=(2.6 * cols, 2.3 * nrows + 0.4), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False, sharex=True, sharey=True)
+    top = max(v for row in rows for layer in row["attention_distance"] for v in layer)
+    for ax, row in zip(axes.flat, rows, strict=False):
+        table = row["attention_distance"]
+        depths = range(1, len(table) + 1)
+        for depth, heads in zip(depths, table, strict=True):
+            ax.scatter([depth] * len(heads), heads, s=10, color="tab:blue", alpha=0.6)
+        ax.plot(depths, [statistics.fmean(h) for h in table], color="tab:orange")
+        ax.set_title(_label(row, keys), fontsize=8)
+        ax.set_xticks(list(depths))
+        ax.set_ylim(0, top * 1.1)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(rows):]:
+        ax.set_axis_off()
+    fig.supxlabel("Network depth (block)", fontsize=9)
+    fig.supylabel("Mean attention distance (pixels)", fontsize=9)
+    return fig
+
+
+def plot_pos_similarity(rows: list[dict], keys: list[str]) -> Figure | None:
+    """The learned positional tables' cosine similarity (ViT paper, Fig. 7 centre), one mosaic
+    per configuration that has one, averaged over seeds."""
+    from .analysis.pos_similarity import draw_similarity
+
+    rows = [row for row in rows if row.get("pos_similarity")]
+    if not rows:
+        return None
+    fig = Figure(figsize=(3.2 * len(rows) + 0.8, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(rows), squeeze=False)[0]
+    for ax, row in zip(axes, rows, strict=True):
+        image = draw_similarity(ax, row["pos_similarity"]["values"], tuple(row["pos_similarity"]["grid"]))
+        ax.set_title(_label(row, keys), fontsize=8)
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="Cosine similarity")
+    return fig
+
+
+def load_meta(folder: Path) -> dict:
+    """meta.yaml of a kept study (title, command, machine, date), or {}."""
+    path = folder / META
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def provenance(meta: dict) -> str:
+    """The caption under each figure: the command that made the data, on what machine."""
+    if not meta.get("command"):
+        return ""
+    where = ", ".join(str(meta[k]) for k in ("machine", "date") if meta.get(k))
+    return f"*Made by `{' '.join(str(meta['command']).split())}`" + (f" on {where}" if where else "") + ".*"
+
+
+def _figure(parts: list[str], fig: Figure, folder: Path, name: str, alt: str, caption: str) -> None:
+    fig.savefig(folder / name, dpi=120, metadata={"Software": None})  # same data, same bytes
+    parts += [f"![{alt}]({name})", ""] + ([caption, ""] if caption else [])
+
+
 def write_report(folder: str | Path, runs: list[Run] | None = None, title: str | None = None) -> Path:
     """report.md and PNG plots in `folder`; returns the report's path."""
     folder = Path(folder)
+    meta = load_meta(folder)
+    title = title or meta.get("title")
+    caption = provenance(meta)
     runs = load_sweep(folder) if runs is None else runs
     if not runs:
         raise SystemExit(f"error: no runs under {folder} (expected <job>/.hydra/overrides.yaml)")
@@ -271,21 +361,33 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
     done = sum(r.status == "completed" for r in runs)
     count = f"{len(runs)} runs" + (f" ({len(trials)} tuning trials, {len(ranked)} final runs)"
                                    if tuning else "")
-    parts = [f"# {title or 'Study report: ' + folder.name}", "",
-             f"{count}, {done} completed. Common overrides: "
-             + (", ".join(f"`{k}={v}`" for k, v in common.items()) or "none") + ".", ""]
+    parts = [f"# {title or 'Study report: ' + folder.name}", ""]
+    if meta.get("command"):
+        parts += [f"Command: `{' '.join(str(meta['command']).split())}`  ", "Machine: "
+                  + ", ".join(str(meta[k]) for k in ("machine", "date") if meta.get(k)), ""]
+        if meta.get("note"):
+            parts += [str(meta["note"]).strip(), ""]
+    parts += [f"{count}, {done} completed. Common overrides: "
+              + (", ".join(f"`{k}={v}`" for k, v in common.items()) or "none") + ".", ""]
     if tuning:
         parts += tuning_section(tuning, trials)
-    parts += ["## Ranking (test accuracy, mean ± std over seeds)", "", markdown_table(rows, keys), "",
-              "![top-1](top1.png)", ""]
-    plot_top1(rows, keys).savefig(folder / "top1.png", dpi=120)
+    parts += ["## Ranking (test accuracy, mean ± std over seeds)", "", markdown_table(rows, keys), ""]
+    _figure(parts, plot_top1(rows, keys), folder, "top1.png", "top-1", caption)
     frac_key = next((k for k in FRACTION_KEYS if k in keys), None)
     if frac_key:
         series_keys = [k for k in keys if k != frac_key]
-        plot_fraction(rows, frac_key, series_keys).savefig(folder / "accuracy_vs_fraction.png", dpi=120)
         parts += ["## Accuracy vs training-set size (top-1, mean ± std)", "",
-                  fraction_table(rows, frac_key, series_keys), "",
-                  "![accuracy vs fraction](accuracy_vs_fraction.png)", ""]
+                  fraction_table(rows, frac_key, series_keys), ""]
+        _figure(parts, plot_fraction(rows, frac_key, series_keys), folder, "accuracy_vs_fraction.png",
+                "accuracy vs fraction", caption)
+    distance = plot_attention_distance(rows, keys)
+    if distance:
+        parts += ["## Mean attention distance per depth (dots: heads; line: their mean)", ""]
+        _figure(parts, distance, folder, "attention_distance.png", "attention distance", caption)
+    similarity = plot_pos_similarity(rows, keys)
+    if similarity:
+        parts += ["## Positional-embedding similarity (learned tables)", ""]
+        _figure(parts, similarity, folder, "pos_similarity.png", "positional-embedding similarity", caption)
     failed = [r for r in runs if r.status != "completed"]
     parts += ["## Runs that did not complete", ""]
     if failed:

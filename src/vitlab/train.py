@@ -159,6 +159,8 @@ def _train(cfg: DictConfig) -> dict:
         summary["global_step"] = trainer.global_step
         summary["epochs"] = trainer.current_epoch
         summary["skipped_images"] = sorted(_skipped(datamodule))
+        for callback in trainer.callbacks:  # figures' data (attention distance, ...) for reports
+            summary.update(getattr(callback, "summary_values", {}))
         summary["finished_at"] = round(time.time(), 3)
         summary["wall_time_s"] = round(summary["finished_at"] - start, 2)
         if rank0:

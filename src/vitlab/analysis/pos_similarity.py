@@ -40,12 +40,20 @@ def position_similarity(model: nn.Module) -> torch.Tensor:
 def plot_position_similarity(sim: torch.Tensor, grid: tuple[int, int]) -> Figure:
     """A grid of h×w small heatmaps, one per patch, drawn as one image with gaps between tiles
     (one imshow is much faster than h*w axes). A pyplot-free Figure: it renders with Agg."""
-    h, w = grid
-    tiles = torch.full((h, w, h + 1, w + 1), float("nan"))  # one row/column of gap per tile
-    tiles[:, :, :h, :w] = sim.reshape(h, w, h, w)
-    mosaic = tiles.permute(0, 2, 1, 3).reshape(h * (h + 1), w * (w + 1))[:-1, :-1]
     fig = Figure(figsize=(6, 5.4), layout="constrained")
     ax = fig.add_subplot()
+    image = draw_similarity(ax, sim, grid)
+    ax.set_title("Position embedding similarity")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="Cosine similarity")
+    return fig
+
+
+def draw_similarity(ax, sim: torch.Tensor, grid: tuple[int, int]):
+    """The mosaic of `plot_position_similarity` on one matplotlib axis; returns the image."""
+    h, w = grid
+    tiles = torch.full((h, w, h + 1, w + 1), float("nan"))  # one row/column of gap per tile
+    tiles[:, :, :h, :w] = torch.as_tensor(sim).reshape(h, w, h, w)
+    mosaic = tiles.permute(0, 2, 1, 3).reshape(h * (h + 1), w * (w + 1))[:-1, :-1]
     image = ax.imshow(mosaic.numpy(), cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
     ax.set_xticks([j * (w + 1) + (w - 1) / 2 for j in range(w)], [str(j + 1) for j in range(w)])
     ax.set_yticks([i * (h + 1) + (h - 1) / 2 for i in range(h)], [str(i + 1) for i in range(h)])
@@ -53,6 +61,4 @@ def plot_position_similarity(sim: torch.Tensor, grid: tuple[int, int]) -> Figure
     ax.set_xlabel("Input patch column")
     ax.set_ylabel("Input patch row")
     ax.set_frame_on(False)
-    ax.set_title("Position embedding similarity")
-    fig.colorbar(image, ax=ax, shrink=0.8, label="Cosine similarity")
-    return fig
+    return image

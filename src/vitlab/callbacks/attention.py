@@ -22,6 +22,7 @@ class AttentionMaps(L.Callback):
         self.num_images = num_images  # shown in the rollout figure
         self.max_images = max_images  # averaged over for the distances
         self.key = key
+        self.summary_values: dict = {}  # copied into summary.json: what a report redraws
 
     def _images(self, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
         dm = trainer.datamodule
@@ -44,5 +45,7 @@ class AttentionMaps(L.Callback):
         save_and_log(trainer, plot_rollout(images[:n].cpu(), heat.cpu(), labels[:n]),
                      "attention_rollout.png", f"{self.key}/rollout")
         distance = mean_attention_distance(maps, grid, prefix, pixels)
+        self.summary_values = {"attention_distance": [[round(float(d), 3) for d in row]
+                                                      for row in distance]}
         save_and_log(trainer, plot_attention_distance(distance), "attention_distance.png",
                      f"{self.key}/mean_distance")

@@ -23,12 +23,16 @@ class PositionSimilarity(L.Callback):
     def __init__(self, filename: str = "pos_similarity.png", key: str = "pos_embed/similarity"):
         self.filename = filename
         self.key = key
+        self.summary_values: dict = {}  # copied into summary.json: what a report redraws
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = getattr(pl_module, "model", pl_module)
         if not trainer.is_global_zero or not has_learned_table(model):
             return
-        fig = plot_position_similarity(position_similarity(model), model.pos_embed.grid)
+        sim, grid = position_similarity(model), model.pos_embed.grid
+        self.summary_values = {"pos_similarity": {
+            "grid": list(grid), "values": [[round(float(v), 3) for v in row.flatten()] for row in sim]}}
+        fig = plot_position_similarity(sim, grid)
         path = Path(trainer.default_root_dir) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=150)
