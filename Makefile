@@ -66,10 +66,10 @@ results: install ## the results pages: tables and figures of every study folder 
 	$(PY) -m vitlab.results_site docs/results
 
 docs: $(DOCS_STAMP) results ## build the documentation site into site/, warnings (broken links) as errors
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 docs-serve: $(DOCS_STAMP) results ## preview the documentation at http://127.0.0.1:8000, rebuilt on every save
-	$(VENV)/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 bench: install ## vitlab vs timm training and inference speed (ARGS="model=vit_small img_size=224 batch_size=16")
 	$(PY) src/bench.py $(ARGS)
