@@ -90,8 +90,11 @@ def test_every_kept_study_is_drawn_from_its_own_data(tmp_path):
     assert all(f"(data/{s.name}/report.md)" in index for s in studies), "run `make results`"
 
 
-def test_the_readme_links_only_to_files_that_exist():
+def test_the_readme_links_only_to_files_that_exist_and_names_how_its_figure_was_made():
     readme = (ROOT / "README.md").read_text()
     links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
     missing = [link for link in links if not link.startswith("http") and not (ROOT / link).exists()]
     assert links and not missing, missing
+    for figure in re.findall(r"!\[[^]]*\]\((docs/results/data/[^)]+\.png)\)", readme):
+        meta = yaml.safe_load((ROOT / figure).parent.joinpath("meta.yaml").read_text())
+        assert f"`{meta['command']}`" in readme, f"the README's caption of {figure}: {meta['command']}"
