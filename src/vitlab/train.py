@@ -171,7 +171,7 @@ def _skipped(datamodule) -> set[str]:
     """Unreadable images skipped with data.skip_corrupt=true, from every split."""
     found = set()
     for split in datamodule.splits.values():
-        ds = split.dataset
+        ds = split
         while hasattr(ds, "dataset"):  # through Subset wrappers
             ds = ds.dataset
         found |= getattr(ds, "skipped", set())
