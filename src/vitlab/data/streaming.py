@@ -104,6 +104,9 @@ class TrainerSyncedLoader:
 
     def __iter__(self):
         trainer = self.trainer
+        if trainer is None:  # outside a Trainer: litdata counts the passes as epochs
+            yield from self.loader
+            return
         done = trainer.fit_loop.epoch_loop.batch_progress.current.ready if trainer.training else 0
         self._position(trainer.current_epoch, done)
         self.saved = None  # the next epochs start fresh
