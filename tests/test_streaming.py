@@ -99,7 +99,7 @@ def test_streaming_without_litdata_is_one_line_naming_the_extra(monkeypatch):
 
 def test_missing_shards_name_the_converter(tmp_path):
     dm = instantiate(data_cfg(tmp_path / "nowhere"))
-    with pytest.raises(DataError, match=r"holds no manifest.json: write shards with `python -m vitlab.data.shards"):
+    with pytest.raises(DataError, match=r"holds no manifest.json: write shards with `python -m vitlab"):
         dm.setup("fit")
 
 
@@ -174,7 +174,8 @@ def stream_run(shards, run_dir, *overrides, stop=None):
 
 def seen(run_dir) -> dict:
     """(epoch, batch) -> ids: a resumed batch replaces the one logged before the interrupt."""
-    return {(line["epoch"], line["batch"]): line["ids"] for line in read_sample_ids(run_dir / "sample_ids")[0]}
+    lines = read_sample_ids(run_dir / "sample_ids")[0]
+    return {(line["epoch"], line["batch"]): line["ids"] for line in lines}
 
 
 @pytest.mark.slow

@@ -19,6 +19,8 @@ samples (litdata's elastic resume).
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Mapping, Sequence
 from copy import deepcopy
 from pathlib import Path
@@ -34,8 +36,9 @@ def litdata_dir(path: str) -> str:
     return "local:" + path[len("file://"):] if path.startswith("file://") else str(Path(path).expanduser())
 
 
-def load_manifest(input_dir: str) -> dict:
-    """The converter's manifest, read from a local folder or through fsspec from a URL."""
+def load_manifest(input_dir: str, storage_options: dict | None = None) -> dict:
+    """The converter's manifest, from a local folder, or fetched by litdata's own downloader
+    (S3, GCS, Azure: the credentials streaming uses)."""
     local = input_dir[len("file://"):] if input_dir.startswith("file://") else input_dir
     if "://" not in local:
         found = read_manifest(Path(local).expanduser())
@@ -43,15 +46,17 @@ def load_manifest(input_dir: str) -> dict:
             raise DataError(f"data.input_dir={input_dir} holds no {MANIFEST}: write shards with "
                             f"`python -m vitlab.data.shards <image folder> {input_dir}`")
         return found
-    import json
+    from litdata.streaming.downloader import get_downloader
 
-    import fsspec  # installed with litdata's cloud extras (s3fs, gcsfs, adlfs)
-
-    try:
-        with fsspec.open(f"{input_dir.rstrip('/')}/{MANIFEST}", "r") as f:
-            return json.load(f)
-    except (FileNotFoundError, ImportError, ValueError) as error:
-        raise DataError(f"cannot read {input_dir}/{MANIFEST}: {error}") from error
+    url = input_dir.rstrip("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            downloader = get_downloader(url, tmp, [], storage_options)
+            downloader.download_file(f"{url}/{MANIFEST}", f"{tmp}/{MANIFEST}")
+            return json.loads(Path(tmp, MANIFEST).read_text())
+        except Exception as error:  # each store raises its own kind: name the place and the cause
+            raise DataError(f"cannot read {url}/{MANIFEST}: {error}; check data.input_dir and the "
+                            f"store's credentials") from error
 
 
 class DecodeSample:
@@ -131,6 +136,7 @@ class StreamingDataModule(ImageDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         max_cache_size: str | None = None,
+        storage_options: Mapping | None = None,
         mix=None,
         drop_last: bool | None = None,
         return_ids: bool = False,
@@ -138,9 +144,10 @@ class StreamingDataModule(ImageDataModule):
         **_,
     ):
         """`input_dir` holds the shards (a folder, file://, s3://, gs://, azure://). Remote
-        chunks are cached in `cache_dir`, at most `max_cache_size` ("50GB"), and evicted
-        once read. `seed` draws each epoch's order. `return_ids=True` adds each image's id
-        to a batch: (images, labels, ids), for audits and tests."""
+        chunks are cached in `cache_dir`, at most `max_cache_size` ("50GB"), and evicted once
+        read; `storage_options` go to the store's client (e.g. an S3 endpoint_url). `seed` draws
+        each epoch's order. `return_ids=True` adds each image's id to a batch: (images, labels,
+        ids), for audits and tests."""
         require_litdata()
         if on_device:
             raise ConfigError("data.on_device=true holds a whole split in device memory; streaming "
@@ -151,6 +158,7 @@ class StreamingDataModule(ImageDataModule):
                          mix=mix, drop_last=drop_last)
         self.input_dir, self.seed, self.in_chans = str(input_dir), int(seed), in_chans
         self.stream_cache_dir, self.max_cache_size = cache_dir, max_cache_size
+        self.storage_options = dict(storage_options) if storage_options else None
         self.return_ids = return_ids
         self.manifest: dict = {}
         self.world: tuple[int, int] | None = None  # (world size, rank) the datasets were built for
@@ -166,7 +174,7 @@ class StreamingDataModule(ImageDataModule):
         if self.splits and self.world == (env.world_size, env.global_rank):
             return
         if not self.manifest:
-            self.manifest = load_manifest(self.input_dir)
+            self.manifest = load_manifest(self.input_dir, self.storage_options)
             classes = self.manifest["classes"]
             if len(classes) != self.num_classes:
                 raise DataError(f"{self.input_dir} has {len(classes)} classes but data.num_classes="
@@ -186,7 +194,7 @@ class StreamingDataModule(ImageDataModule):
             cache = str(Path(self.stream_cache_dir).expanduser() / "streaming")
         ds = StreamingDataset(
             litdata_dir(f"{self.input_dir.rstrip('/')}/{split}"), cache_dir=cache, shuffle=train,
-            seed=self.seed, max_cache_size=self.max_cache_size,
+            seed=self.seed, max_cache_size=self.max_cache_size, storage_options=self.storage_options,
             drop_last=True if train and (self.drop_last or self.world[0] > 1) else False,
             transform=DecodeSample(transform, self.in_chans, self.return_ids))
         ds.skipped = set(self.manifest["splits"][split]["skipped"])  # left out by --skip-corrupt
