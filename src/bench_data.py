@@ -7,7 +7,7 @@ With `compare.sizes` set, the same image folder is read three ways, side by side
 the image-folder DataLoader, streaming from litdata shards (written once into
 `compare.shards_dir` by vitlab.data.shards) and the decode cache (data.on_device=true on the
 CPU: the folder decoded once to uint8, augmented in batches), with images/s per core and the
-ratio to the image folder:
+ratio to the image folder (the median of `compare.repeats` turns):
 
   python src/bench_data.py data=imagefolder data.data_dir=data/cifar10 data.num_classes=10 \\
       compare.sizes=[32,224] workers=[2]
@@ -19,6 +19,7 @@ training step would wait for if the model took no time.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -68,13 +69,18 @@ def compare(cfg: DictConfig) -> None:
     print("|---|---|---|---|---|---|---|")
     for size in cfg.compare.sizes:
         for workers in cfg.workers:
-            base = None
-            for source in cfg.compare.sources:
-                speed, images, seconds = images_per_sec(source_datamodule(cfg, source, size, workers),
-                                                        cfg.batches)
+            # the sources take turns, `repeats` times: a shared machine's load hits them alike
+            runs = {source: [] for source in cfg.compare.sources}
+            for _ in range(cfg.compare.repeats):
+                for source in cfg.compare.sources:
+                    runs[source].append(images_per_sec(source_datamodule(cfg, source, size, workers),
+                                                       cfg.batches))
+            medians = {source: statistics.median(r[0] for r in measured) for source, measured in runs.items()}
+            base = medians.get("imagefolder")
+            for source, measured in runs.items():
+                speed = medians[source]
                 # the decode cache augments in the main process's threads; loaders in their workers
                 cores = threads if source == "decode_cache" else max(1, workers)
-                base = speed if source == "imagefolder" else base
                 ratio = speed / base if base else None
                 print(f"| {size} | {source} | {workers} | {speed:,.0f} | {cores} | {speed / cores:,.0f} | "
                       + (f"{ratio:.2f}x |" if ratio else "— |"), flush=True)
@@ -86,7 +92,7 @@ def compare(cfg: DictConfig) -> None:
                     (job / "summary.json").write_text(json.dumps({
                         "status": "completed", "images_per_sec": speed, "cores": cores,
                         "images_per_sec_per_core": speed / cores, "ratio_to_imagefolder": ratio,
-                        "images": images, "seconds": seconds}, indent=1))
+                        "repeats": [round(r[0], 1) for r in measured], "images": measured[0][1]}, indent=1))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="bench_data")
