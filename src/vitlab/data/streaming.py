@@ -91,6 +91,8 @@ class TrainerSyncedLoader:
         self.saved = state
 
     def _position(self, epoch: int, done: int) -> None:
+        """Start epoch `epoch` (0-based, the trainer's) after its first `done` batches: as
+        litdata's own resume state of the checkpoint's layout, with the trainer's position."""
         loader = self.loader
         loader.dataset.reset_state_dict()
         if done == 0:  # a fresh epoch; litdata counts epochs from 1 and adds the 1 itself
