@@ -90,6 +90,19 @@ def test_converter_names_a_corrupt_image_or_skips_and_counts_it(tmp_path, capsys
     assert len(ids) == 71 and len(set(ids)) == 71
 
 
+def test_max_size_stores_large_images_resized_and_small_ones_as_they_are(tmp_path):
+    from litdata import StreamingDataset
+
+    from vitlab.data.shards import decode
+
+    write_jpegs(tmp_path / "folder", "train", 3, size=40)
+    write_jpegs(tmp_path / "folder", "test", 1, size=12)
+    convert(tmp_path / "folder", tmp_path / "out", workers=1, max_size=16, verbose=False)
+    sizes = {split: {tuple(decode(s["image"]).shape) for s in StreamingDataset(str(tmp_path / "out" / split))}
+             for split in ("train", "test")}
+    assert sizes == {"train": {(3, 16, 16)}, "test": {(3, 12, 12)}}
+
+
 def test_streaming_without_litdata_is_one_line_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "litdata", None)  # import litdata fails
     with pytest.raises(ConfigError) as error:
