@@ -198,15 +198,18 @@ def test_resume_mid_epoch_and_at_the_epoch_boundary_sees_what_an_uninterrupted_r
     expected = seen(full)
     assert len(expected) == 27  # 3 epochs x 9 batches
     cut = tmp_path / "cut"
-    stream_run(shards, cut, stop=13)  # epoch 1, batch 4
+    every_5_steps = ["+callbacks.steps._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+                     f"+callbacks.steps.dirpath={cut / 'checkpoints'}", "+callbacks.steps.filename=steps",
+                     "+callbacks.steps.every_n_train_steps=5"]
+    stream_run(shards, cut, *every_5_steps, stop=13)  # Ctrl-C at epoch 1, batch 4
     ckpts = cut / "checkpoints"
-    for name, ckpt in (("mid", "interrupted.ckpt"), ("boundary", "last.ckpt")):
+    for name, ckpt, upto in (("mid", "interrupted.ckpt", 13), ("steps", "steps.ckpt", 10),
+                             ("boundary", "last.ckpt", 9)):
         run = tmp_path / name
         run.mkdir()
         (run / "sample_ids").mkdir()
         # the log up to the checkpoint, as the interrupted run wrote it
         lines = read_sample_ids(cut / "sample_ids")[0]
-        upto = 13 if name == "mid" else 9
         (run / "sample_ids" / "rank0.jsonl").write_text(
             "".join(json.dumps(line) + "\n" for line in lines[:upto]))
         stream_run(shards, run, f"ckpt_path={ckpts / ckpt}")
