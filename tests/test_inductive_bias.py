@@ -203,3 +203,31 @@ def test_lsa_blocks_and_gpsa_blocks_choose_their_blocks():
     assert lsa_blocks(1, blocks=1, **kw) is None
     assert isinstance(gpsa_blocks(0, local_blocks=1, **kw), GatedPositionalSelfAttention)
     assert gpsa_blocks(1, local_blocks=1, **kw) is None
+
+
+def test_flop_counts_cover_the_options():
+    """CCT-7/3x1: 1.19 G multiply-adds per 32 px image (the CCT paper's figure); GPSA's separate
+    q,k and v projections cost what one fused qkv costs; SPT's stem is counted by its shapes."""
+    from vitlab.flops import vit_macs
+
+    cct = preset("cct_7_3x1", "data.img_size=32", "data.in_chans=3", "data.num_classes=10")
+    assert sum(vit_macs(cct, 32).values()) / 1e9 == pytest.approx(1.19, abs=0.005)
+    gpsa = VisionTransformer(32, 8, 3, 10, embed_dim=32, depth=2, num_heads=4, pool="mean",
+                             attention=functools.partial(gpsa_blocks, local_blocks=1))
+    plain = VisionTransformer(32, 8, 3, 10, embed_dim=32, depth=2, num_heads=4, pool="mean")
+    assert vit_macs(gpsa, 32)["qkv"] == vit_macs(plain, 32)["qkv"]
+    spt = VisionTransformer(32, 8, 3, 10, embed_dim=32, depth=2, num_heads=4, embed=ShiftedPatchEmbed)
+    assert vit_macs(spt, 32)["embed"] == 16 * (5 * 3 * 64) * 32
+
+
+@pytest.mark.parametrize("options", [
+    dict(embed=ConvTokenizer, pool="seqpool"),
+    dict(embed=ShiftedPatchEmbed, attention=lsa_blocks),
+    dict(attention=functools.partial(gpsa_blocks, local_blocks=1), class_token_at=1),
+], ids=["cct", "spt_lsa", "gpsa"])
+def test_each_option_traces_as_one_graph(options):
+    """torch.compile (the GPU recipes) sees each option without a graph break."""
+    model = VisionTransformer(16, 4, 3, 10, embed_dim=32, depth=2, num_heads=4, **options).train()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(torch.randn(2, 3, 16, 16))
+    assert explained.graph_break_count == 0, explained.break_reasons

@@ -35,6 +35,7 @@ class ShiftedPatchEmbed(nn.Module):
         super().__init__()
         self.grid = PatchEmbed(img_size, patch_size, in_chans, 1).grid  # checks P divides the size
         self.patch_size = patch_size
+        self.in_chans = in_chans  # no convolution to read it from (FLOP counting)
         self.shift = patch_size // 2 if shift is None else shift  # the paper: half a patch
         if self.shift < 1:
             raise ValueError(f"SPT shift {self.shift}: patch_size {patch_size} is too small to shift")
