@@ -163,10 +163,12 @@ def test_gpsa_rejects_a_class_token_in_its_blocks_and_late_tokens_reject_relativ
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_positional_variant_composes_with_each_option(variant):
-    """SPT + LSA + class token, conv tokenizer + seqpool, GPSA + mean pooling: all train a step."""
-    combos = [["+model/embed=spt", "+model/attention=lsa"],
-              ["+model/embed=conv_tokenizer", "model.embed.num_layers=2", "model.pool=seqpool"],
-              ["+model/attention=gpsa", "model.attention.local_blocks=2", "model.pool=mean"]]
+    """SPT + GPSA + mean pooling, conv tokenizer + LSA + class token + seqpool: all train a step."""
+    combos = [["+model/embed=spt", "+model/attention=gpsa", "model.attention.local_blocks=2",
+               "model.pool=mean"],
+              ["+model/embed=conv_tokenizer", "model.embed.num_layers=2", "+model/attention=lsa",
+               "model.pool=seqpool"],
+              ["+model/attention=lsa"]]  # with a class token
     for extra in combos:
         cfg = compose_config(["data=fake", "data.img_size=16", f"model/pos_embed={variant}",
                               "model.patch_size=4", *extra])
