@@ -2,12 +2,13 @@
 against the paper's formula computed directly, against timm, and by parameter count."""
 
 import functools
+import json
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import compose_config
+from conftest import compose_config, run_entry
 from hydra.utils import instantiate
 
 from vitlab.analysis.attention import attention_rollout, mean_attention_distance
@@ -233,3 +234,17 @@ def test_each_option_traces_as_one_graph(options):
     torch._dynamo.reset()
     explained = torch._dynamo.explain(model)(torch.randn(2, 3, 16, 16))
     assert explained.graph_break_count == 0, explained.break_reasons
+
+
+def test_a_run_with_spt_and_lsa_trains_every_step_validates_and_records_distances(tmp_path):
+    """Through the real entry point, past the logging steps where throughput counts FLOPs (a
+    StopIteration there once ended every epoch after 10 steps, without validation)."""
+    run_dir = tmp_path / "run"
+    result = run_entry("train.py", ["+model/embed=spt", "+model/attention=lsa", "model.depth=2",
+                                    "trainer.max_epochs=1", "trainer.log_every_n_steps=5",
+                                    "data.train_fraction=0.5", "trainer.enable_progress_bar=false",
+                                    f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["global_step"] == -(-summary["train_images"] // 32)  # every batch of the epoch
+    assert summary["val"]["best"] is not None and len(summary["attention_distance"]) == 2
