@@ -201,11 +201,22 @@ def test_the_study_variants_compose_and_keep_the_token_count(bias):
 
 
 def test_lsa_blocks_and_gpsa_blocks_choose_their_blocks():
-    kw = dict(grid=(2, 2), dim=8, num_heads=2, qkv_bias=True, attn_drop=0.0, proj_drop=0.0)
-    assert isinstance(lsa_blocks(5, **kw), LocalitySelfAttention)
+    kw = dict(grid=(2, 2), depth=4, dim=8, num_heads=2, qkv_bias=True, attn_drop=0.0, proj_drop=0.0)
+    assert isinstance(lsa_blocks(3, **kw), LocalitySelfAttention)
     assert lsa_blocks(1, blocks=1, **kw) is None
+    assert [lsa_blocks(i, blocks=-1, **kw) is None for i in range(4)] == [False, False, False, True]
     assert isinstance(gpsa_blocks(0, local_blocks=1, **kw), GatedPositionalSelfAttention)
     assert gpsa_blocks(1, local_blocks=1, **kw) is None
+    assert [gpsa_blocks(i, local_blocks=-1, **kw) is None for i in range(4)] == [False, False, False, True]
+
+
+@pytest.mark.parametrize("depth", [4, 7])
+def test_the_study_gpsa_variant_keeps_all_blocks_but_the_last_local_at_any_depth(depth):
+    cfg = compose_config(["experiment=inductive_bias", "bias=gpsa", f"model.depth={depth}"])
+    model = instantiate(cfg.model)
+    gpsa = [isinstance(b.attn, GatedPositionalSelfAttention) for b in model.blocks]
+    assert gpsa == [True] * (depth - 1) + [False] and model.class_token_at == depth - 1
+    assert model(torch.randn(1, 1, 32, 32)).shape == (1, 10)
 
 
 def test_flop_counts_cover_the_options():

@@ -89,10 +89,12 @@ class GatedPositionalSelfAttention(nn.Module):
         return self.attention(x, pos).log()
 
 
-def gpsa_blocks(layer: int, grid, local_blocks: int = 10, locality_strength: float = 1.0,
-                **kwargs) -> nn.Module | None:
-    """The attention factory of `model.attention`: GPSA in the first `local_blocks` blocks, the
-    standard attention (None) after them, as ConViT."""
+def gpsa_blocks(layer: int, grid, depth: int | None = None, local_blocks: int = 10,
+                locality_strength: float = 1.0, **kwargs) -> nn.Module | None:
+    """The attention factory of `model.attention`: GPSA in the first `local_blocks` blocks (negative:
+    all but the last -local_blocks), the standard attention (None) after them, as ConViT."""
+    if local_blocks < 0 and depth is not None:
+        local_blocks += depth
     if layer >= local_blocks:
         return None
     return GatedPositionalSelfAttention(grid=grid, locality_strength=locality_strength, **kwargs)

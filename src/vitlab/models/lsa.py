@@ -33,7 +33,10 @@ class LocalitySelfAttention(Attention):
         return q, k, v, mask if bias is None else bias + mask
 
 
-def lsa_blocks(layer: int, grid, blocks: int | None = None, **kwargs) -> nn.Module | None:
-    """The attention factory of `model.attention`: LSA in the first `blocks` blocks (all: null),
-    the standard attention (None) in the others."""
+def lsa_blocks(layer: int, grid, depth: int | None = None, blocks: int | None = None,
+               **kwargs) -> nn.Module | None:
+    """The attention factory of `model.attention`: LSA in the first `blocks` blocks (all: null;
+    negative: all but the last -blocks), the standard attention (None) in the others."""
+    if blocks is not None and blocks < 0 and depth is not None:
+        blocks += depth
     return LocalitySelfAttention(**kwargs) if blocks is None or layer < blocks else None

@@ -44,10 +44,11 @@ class VisionTransformer(nn.Module):
         """`embed` and `pos_embed` are factories (e.g. functools.partial or Hydra `_partial_`):
         embed(img_size=, patch_size=, in_chans=, embed_dim=) returns a module with `.grid`;
         pos_embed(embed_dim=, grid=, num_prefix=, depth=, num_heads=) a PositionalEmbedding.
-        attention(layer=, grid=, dim=, num_heads=, qkv_bias=, attn_drop=, proj_drop=) returns
-        block `layer`'s attention module, or None for the standard one (lsa.py, gpsa.py).
+        attention(layer=, depth=, grid=, dim=, num_heads=, qkv_bias=, attn_drop=, proj_drop=)
+        returns block `layer`'s attention module, or None for the standard one (lsa.py, gpsa.py).
         `class_token_at`: the block before which the class token joins (pool=cls; 0: at the
-        stem; ConViT: after its GPSA blocks); a later class token has no position.
+        stem; ConViT: after its GPSA blocks; negative counts from the end, as a Python index);
+        a later class token has no position.
         Defaults: linear patch projection and the learned 1-D table at the stem."""
         super().__init__()
         if embed_dim % num_heads:
@@ -62,9 +63,9 @@ class VisionTransformer(nn.Module):
         )
         self.num_prefix = 1 if pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.num_prefix else None
-        self.class_token_at = class_token_at if self.num_prefix else 0
-        if not 0 <= self.class_token_at < depth:
+        if self.num_prefix and not -depth <= class_token_at < depth:
             raise ValueError(f"class_token_at={class_token_at} is not a block index 0..{depth - 1}")
+        self.class_token_at = class_token_at % depth if self.num_prefix else 0  # -1: the last block
         self.pos_embed = (pos_embed or Learned1d)(
             embed_dim=embed_dim, grid=self.embed.grid, depth=depth, num_heads=num_heads,
             num_prefix=self.num_prefix if not self.class_token_at else 0,
@@ -76,8 +77,9 @@ class VisionTransformer(nn.Module):
         self.seq_pool = SeqPool(embed_dim) if pool == "seqpool" else None
         self.pos_drop = nn.Dropout(drop_rate)
         rates = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth grows
-        custom = [attention(layer=i, grid=self.embed.grid, dim=embed_dim, num_heads=num_heads,
-                            qkv_bias=qkv_bias, attn_drop=attn_drop_rate, proj_drop=drop_rate)
+        custom = [attention(layer=i, depth=depth, grid=self.embed.grid, dim=embed_dim,
+                            num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop_rate,
+                            proj_drop=drop_rate)
                   if attention else None for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, r, a)
