@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid report bench gpu-check gpu-carry docs docs-serve results
+.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid study-inductive-bias report bench gpu-check gpu-carry docs docs-serve results
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -32,10 +32,13 @@ test-slow: install ## run the slow tests only
 STUDY = $(PY) src/train.py trainer=cpu trainer.enable_progress_bar=false
 study-posemb study-posemb-tuned: SEEDS ?= 0,1,2
 study-hybrid: SEEDS ?= 0,1
+study-inductive-bias: SEEDS ?= 0
 POSEMB_EPOCHS ?= 20
 TUNED_EPOCHS ?= 20
 TUNED_TRIALS ?= 5
 HYBRID_EPOCHS ?= 30
+BIAS_EPOCHS ?= 20
+BIAS_FRACTIONS ?= 0.1,0.25,1.0
 study-posemb: install ## positional-embedding ablation, reduced: all 7 variants x 3 seeds x 20 epochs (SEEDS=, POSEMB_EPOCHS=); then its report
 	dir=outputs/studies/posemb_$$(date +%Y-%m-%d_%H-%M-%S); \
 	$(STUDY) experiment=posemb_ablation seed=$(SEEDS) \
@@ -52,6 +55,12 @@ study-hybrid: install ## pure vs hybrid x data fraction 0.1-1.0, reduced: 2 seed
 	dir=outputs/studies/hybrid_$$(date +%Y-%m-%d_%H-%M-%S); \
 	$(STUDY) experiment=hybrid_vs_pure seed=$(SEEDS) trainer.max_epochs=$(HYBRID_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) \
 		|| echo "some runs failed: listed in the report"; \
+	$(PY) -m vitlab.report $$dir
+
+study-inductive-bias: install ## 7 inductive-bias variants x fraction 0.1/0.25/1.0, reduced: 1 seed x 20 epochs (SEEDS=, BIAS_EPOCHS=, BIAS_FRACTIONS=); then its report
+	dir=outputs/studies/inductive_bias_$$(date +%Y-%m-%d_%H-%M-%S); \
+	$(STUDY) experiment=inductive_bias seed=$(SEEDS) data.train_fraction=$(BIAS_FRACTIONS) \
+		trainer.max_epochs=$(BIAS_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir
 
 report: install ## table and plots of a sweep folder: make report SWEEP=outputs/train/multiruns/<time>

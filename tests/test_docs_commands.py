@@ -91,11 +91,13 @@ def meta_commands() -> list[tuple[str, str, str, list[str]]]:
     """The command each kept study says made it (docs/results/data/<study>/meta.yaml)."""
     out = []
     for meta in sorted((ROOT / "docs" / "results" / "data").glob("*/meta.yaml")):
-        command = str(yaml.safe_load(meta.read_text()).get("command", ""))
-        words = _words(command)
-        if "src/train.py" in words:
-            out.append((meta.relative_to(ROOT).as_posix(), command, "train",
-                        words[words.index("src/train.py") + 1:]))
+        commands = str(yaml.safe_load(meta.read_text()).get("command", ""))
+        for command in re.split(r"\n|;|&&", commands):  # one or several, maybe after VAR=value
+            words = _words(command)
+            script = next((w for w in words if w in ENTRIES), None)
+            if script:
+                out.append((meta.relative_to(ROOT).as_posix(), command.strip(), ENTRIES[script],
+                            words[words.index(script) + 1:]))
     return out
 
 

@@ -15,7 +15,7 @@ from vitlab.config_checks import validate
 from vitlab.errors import ConfigError, DataError, user_error
 
 COMPOSE = [
-    (["model=vit_foo"], "model=vit_foo is not one of the model presets: vit_base, "),
+    (["model=vit_foo"], "model=vit_foo is not one of the model presets: "),  # then every preset
     (["model/pos_embed=relativ"], "model/pos_embed=relativ is not one of the model/pos_embed presets"),
     (["trainer=gpus"], "trainer=gpus is not one of the trainer presets: cpu, ddp, ddp_cpu, default, gpu"),
     (["model.embed_dimm=64"], "model.embed_dimm is not a key of the config; did you mean model.embed_dim?"),
@@ -35,6 +35,8 @@ def test_composition_errors_are_one_line(overrides, message):
         compose_command("train", overrides, every=False)
     assert str(error.value).startswith(message), str(error.value)
     assert "\n" not in str(error.value)
+    if overrides == ["model=vit_foo"]:
+        assert "vit_micro, " in str(error.value) and str(error.value).endswith("(conf/model/)")
 
 
 def test_good_command_lines_compose_every_job_of_a_sweep():

@@ -145,3 +145,52 @@ def test_a_tuned_study_shows_the_chosen_values_and_ranks_only_its_final_runs(tmp
     assert "seeds 0, 1" in text
     assert "| 1 | relative | 0.00125 | 0.135 | 2/2 | 0.9050 ± 0.0071 |" in text  # trials not ranked
     assert "| tune/none/0 |" in text and "diverged" in text  # failed trials are still listed
+
+
+def test_mean_attention_distance_per_layer_is_drawn_per_series_at_the_largest_fraction(tmp_path):
+    """experiment=inductive_bias: each run's summary carries its distance per layer; the report
+    averages them over seeds, per bias, at the largest fraction (the smaller one is not drawn)."""
+    sweep, num = tmp_path / "sweep", 0
+    distance = {("pure", "1.0"): [16.0, 16.0], ("gpsa", "1.0"): [9.0, 15.0],
+                ("pure", "0.1"): [99.0, 99.0], ("gpsa", "0.1"): [99.0, 99.0]}
+    for (bias, frac), d in distance.items():
+        for seed in (0, 1):
+            summary = {**done(0.9), "attention_distance": [v + seed for v in d]}
+            make_job(sweep, num, [f"bias={bias}", f"data.train_fraction={frac}", f"seed={seed}"], summary)
+            num += 1
+    write_report(sweep)
+    report = (sweep / "report.md").read_text()
+    assert "## Mean attention distance per layer (pixels, mean over heads and seeds at " \
+           "data.train_fraction=1.0)" in report
+    assert "| gpsa | 9.50 | 15.50 |" in report and "| pure | 16.50 | 16.50 |" in report
+    assert "99.50" not in report
+    assert (sweep / "attention_distance.png").is_file()
+
+
+def test_runs_without_attention_distance_draw_no_distance_section(fraction_sweep):
+    write_report(fraction_sweep)
+    assert "attention distance" not in (fraction_sweep / "report.md").read_text().lower()
+    assert not (fraction_sweep / "attention_distance.png").exists()
+
+
+def test_a_variants_own_tuned_knob_is_listed_and_marked_not_tuned_where_it_has_none(tmp_path):
+    """hydra.sweeper.variant_params: relative tuned its init_std, sincos_2d has no table."""
+    space = {"module.optimizer.lr": "tag(log, interval(1e-4, 1e-2))"}
+    init = {"model.pos_embed.init_std": "tag(log, interval(0.01, 2.0))"}
+    points = []
+    for v, best in [("relative", {"module.optimizer.lr": 0.002, "model.pos_embed.init_std": 0.9}),
+                    ("sincos_2d", {"module.optimizer.lr": 0.001})]:
+        overrides = [f"model/pos_embed={v}", *(f"{k}={x}" for k, x in best.items())]
+        make_job(tmp_path / "tune" / v, 0, [*overrides, "test=False"],
+                 {"status": "completed", "val": {"best": 0.9}})
+        make_job(tmp_path / "final", len(points), [*overrides, "seed=0"], done(0.8))
+        points.append({"overrides": [f"model/pos_embed={v}"], "folder": f"tune/{v}", "best_value": 0.9,
+                       "search_space": {**space, **(init if v == "relative" else {})}, "best_params": best,
+                       "final_jobs": [f"final/{len(points)}"], "error": None})
+    (tmp_path / "tuned.yaml").write_text(yaml.safe_dump(
+        {"seeds": ["0"], "tuning_overrides": [], "search_space": space, "points": points}))
+    text = write_report(tmp_path).read_text()
+    assert "| model/pos_embed | trials | best val | module.optimizer.lr | model.pos_embed.init_std |" in text
+    assert "| relative | 1/1 | 0.9000 | 0.002 | 0.9 |" in text
+    assert "| sincos_2d | 1/1 | 0.9000 | 0.001 | not tuned |" in text
+    assert "where a configuration has it: `model.pos_embed.init_std: tag(log, interval(0.01, 2.0))`" in text

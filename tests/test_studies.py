@@ -31,6 +31,8 @@ def hydra_config(overrides):
                         "seed": "0,1,2"}),
     ("posemb_ablation", {"model/pos_embed": "none,learned_1d,learned_2d,relative,relative_bias,"
                                             "sincos_2d,rope_2d", "seed": "0,1,2"}),
+    ("inductive_bias", {"bias": "pure,spt,lsa,spt_lsa,cct,gpsa,hybrid",
+                        "data.train_fraction": "0.05,0.1,0.25,0.5,1.0", "seed": "0,1,2"}),
 ])
 def test_experiments_are_multiruns_over_their_sweeps(experiment, params):
     cfg = hydra_config([f"experiment={experiment}"])
@@ -114,6 +116,8 @@ def test_run_folder_gets_attention_and_confusion_figures(tmp_path):
     counts = [[int(v) for v in line.split(",")] for line in
               (run_dir / "confusion_matrix.csv").read_text().splitlines()]
     assert len(counts) == 10 and sum(map(sum, counts)) == 360  # the digits test split
+    distance = json.loads((run_dir / "summary.json").read_text())["attention_distance"]
+    assert len(distance) == 1 and 0 < distance[0] < 32 * 2**0.5  # one block, pixels in the image
 
 
 def test_wandb_falls_back_to_offline_when_it_cannot_go_online(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 from omegaconf import OmegaConf
 
-from hydra_plugins.vitlab_sweepers.tuned_sweeper import TunedSweeper, split_arguments
+from hydra_plugins.vitlab_sweepers.tuned_sweeper import TunedSweeper, present_params, split_arguments
 from vitlab.errors import ConfigError
 from vitlab.report import main as report_main
 
@@ -25,6 +25,7 @@ VARIANTS = ["learned_1d", "relative_bias"]
 TINY = ["model.depth=1", "data.train_fraction=0.1", "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false"]
 TUNED = ["module.optimizer.lr", "module.weight_decay"]
+INIT = "model.pos_embed.init_std"  # both VARIANTS have a table: each tunes its own init scale too
 
 
 def hydra_config(overrides):
@@ -75,6 +76,16 @@ def test_posemb_tuned_tunes_lr_and_weight_decay_of_every_variant_on_val():
     space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.optuna.params.items()])
     assert sorted(space) == TUNED and not fixed
     assert isinstance(space["module.optimizer.lr"], optuna.distributions.LogUniformDistribution)
+    own, _ = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.variant_params.items()])
+    assert list(own) == [INIT] and own[INIT].low <= 0.02 and own[INIT].high >= 1.0
+
+
+@pytest.mark.parametrize("variant, tuned", [("relative", True), ("learned_1d", True), ("none", False),
+                                            ("sincos_2d", False), ("rope_2d", False)])
+def test_a_variants_own_init_scale_is_tuned_only_where_it_has_one(variant, tuned):
+    cfg = hydra_config(["experiment=posemb_tuned", f"model/pos_embed={variant}"])
+    own = present_params(cfg, dict(cfg.hydra.sweeper.variant_params))
+    assert (INIT in own) == tuned
 
 
 def test_the_grid_the_seeds_and_the_search_space_come_apart():
@@ -129,7 +140,8 @@ def test_tuning_optimises_validation_accuracy_and_never_tests(tuned_sweep):
 
 
 def test_every_variants_study_starts_from_the_same_seeded_sampler(tuned_sweep):
-    drawn = [[tuple(overrides_of(t)[k] for k in TUNED) for t in trials_of(tuned_sweep, v)] for v in VARIANTS]
+    drawn = [[tuple(overrides_of(t)[k] for k in [*TUNED, INIT]) for t in trials_of(tuned_sweep, v)]
+             for v in VARIANTS]
     assert drawn[0] == drawn[1]  # the same seed draws the same trial parameters
     assert len(set(drawn[0])) == 2
 
@@ -141,13 +153,14 @@ def test_each_final_run_uses_its_variants_best_trial(tuned_sweep):
         trials = trials_of(tuned_sweep, variant)
         scores = [summary_of(t)["val"]["best"] for t in trials]
         best_trial = trials[scores.index(max(scores))]  # the first of the best, as Optuna picks
-        chosen = {k: overrides_of(best_trial)[k] for k in TUNED}
+        chosen = {k: overrides_of(best_trial)[k] for k in [*TUNED, INIT]}
+        assert set(point["best_params"]) == {*TUNED, INIT} and INIT in point["search_space"]
         finals = [tuned_sweep / job for job in point["final_jobs"]]
         assert sorted(overrides_of(f)["seed"] for f in finals) == ["0", "1"]
         for final in finals:
             overrides = overrides_of(final)
             assert overrides["model/pos_embed"] == variant
-            assert {k: overrides[k] for k in TUNED} == chosen
+            assert {k: overrides[k] for k in [*TUNED, INIT]} == chosen
             assert "objective" not in overrides and "test" not in overrides  # tested, as usual
 
 
@@ -158,9 +171,10 @@ def test_the_report_shows_the_chosen_values_and_ranks_the_final_runs(tuned_sweep
     manifest = yaml.safe_load((tuned_sweep / "tuned.yaml").read_text())
     for point in manifest["points"]:
         variant = point["overrides"][0].split("=")[1]
-        lr, wd = (point["best_params"][k] for k in TUNED)
-        assert f"| {variant} | 2/2 | {point['best_value']:.4f} | {lr:.3g} | {wd:.3g} |" in report
-        assert f"| {variant} | {lr:.3g} | {wd:.3g} | 2/2 |" in report  # ranking: 2 seeds each
+        lr, wd, init = (point["best_params"][k] for k in [*TUNED, INIT])
+        assert f"| {variant} | 2/2 | {point['best_value']:.4f} | {lr:.3g} | {wd:.3g} | {init:.3g} |" in report
+        assert f"| {variant} | {lr:.3g} | {wd:.3g} | {init:.3g} | 2/2 |" in report  # ranking: 2 seeds each
+    assert f"where a configuration has it: `{INIT}: tag(log, interval(0.01, 2.0))`" in report
 
 
 def test_without_optuna_the_study_stops_with_one_line(tmp_path, monkeypatch):

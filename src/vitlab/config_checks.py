@@ -99,6 +99,14 @@ def check_data(cfg: DictConfig) -> None:
     _number(cfg, "data.samples_per_class", lo=1, integer=True)
 
 
+def check_streaming(cfg: DictConfig) -> None:
+    """data=streaming: litdata installed (the `streaming` extra)."""
+    if str(get(cfg, "data._target_", "")).endswith("StreamingDataModule"):
+        from .data.shards import require_litdata
+
+        require_litdata()
+
+
 def check_module(cfg: DictConfig) -> None:
     """module: lr > 0, weight decay >= 0, label smoothing and min-lr ratio in [0, 1),
     warm-up >= 0."""
@@ -164,8 +172,8 @@ def check_device(cfg: DictConfig) -> None:
 
 
 RULES: list[Callable[[DictConfig], None]] = [
-    check_seed, check_data, check_model, check_pos_embed, check_module, check_trainer, check_batch,
-    check_device,
+    check_seed, check_data, check_streaming, check_model, check_pos_embed, check_module, check_trainer,
+    check_batch, check_device,
 ]
 
 

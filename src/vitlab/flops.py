@@ -70,7 +70,11 @@ def vit_macs(model: nn.Module, img_size: int | tuple[int, int] | None = None) ->
         macs = {"embed": grid[0] * grid[1] * k * embed.proj.out_channels}
     else:  # a CNN stem (hybrid): count its layers from the shapes of one dummy image
         p = next(embed.parameters())
-        chans = next(m for m in embed.modules() if isinstance(m, nn.Conv2d)).in_channels
+        # never a bare next(): a StopIteration raised in a callback ends Lightning's epoch early
+        conv = next((m for m in embed.modules() if isinstance(m, nn.Conv2d)), None)
+        chans = getattr(embed, "in_chans", None) or getattr(conv, "in_channels", None)
+        if chans is None:
+            raise ValueError(f"cannot tell the input channels of {type(embed).__name__}")
         image = torch.zeros(1, chans, H, W, device=p.device, dtype=p.dtype)
         macs_embed, (_, grid) = _cnn_macs(embed, image)
         macs = {"embed": macs_embed}
@@ -84,7 +88,8 @@ def vit_macs(model: nn.Module, img_size: int | tuple[int, int] | None = None) ->
     for key in ("qkv", "attn_qk", "attn_av", "attn_rel", "proj", "mlp", "norm"):
         macs[key] = 0
     for block in model.blocks:
-        macs["qkv"] += _linear(block.attn.qkv, N)
+        attn = block.attn  # GPSA (models/gpsa.py) projects q, k and v apart
+        macs["qkv"] += sum(_linear(m, N) for m in ([attn.qkv] if hasattr(attn, "qkv") else [attn.qk, attn.v]))
         macs["attn_qk"] += N * N * D
         macs["attn_av"] += N * N * D
         macs["attn_rel"] += rel * rel * D

@@ -102,7 +102,7 @@ class ImageClassifier(L.LightningModule):
         return self.model(x)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
-        x, y = batch
+        x, y = batch[0], batch[1]  # a streaming batch may carry sample ids after them
         logits = self(x)
         loss = self.loss(logits, y)
         # under Mixup/CutMix a training image counts as its dominant label

@@ -2,12 +2,14 @@
 
 Reads every job folder's summary.json and .hydra/overrides.yaml (no logger service needed) and
 writes report.md, top1.png and, for data-size studies, accuracy_vs_fraction.png into the sweep
-folder; where the summaries carry them, attention_distance.png (mean attention distance per
-depth) and pos_similarity.png (learned positional tables). A meta.yaml in the folder (title,
-command, machine, date) titles the report and captions every figure with how it was made.
-Runs that differ only in `seed` form one configuration (mean ± std over seeds); jobs
-that did not complete are listed, not averaged. `--wandb entity/project` draws the same report
-from runs logged to W&B (vitlab's logger stores each run's overrides in its config). A tuned
+folder; where runs recorded their mean attention distance per layer (summary.json
+`attention_distance`), a table and attention_distance.png (one line per configuration; in a
+data-size study, at the largest fraction), and for learned positional tables pos_similarity.png.
+A meta.yaml in the folder (title, command, machine, date) titles the report and captions every
+figure with how it was made. Runs that differ only in `seed` form one configuration (mean ± std
+over seeds); jobs that did not complete are listed, not averaged. `--wandb entity/project` draws
+the same report from runs logged to W&B (vitlab's logger stores each run's overrides in its
+config). A tuned
 study (hydra/sweeper=tuned: tuned.yaml in the folder) gets a table of the values chosen per
 configuration, and only its final runs (not the tuning trials) are ranked.
 """
@@ -28,7 +30,7 @@ FRACTION_KEYS = ("data.train_fraction", "data.samples_per_class")
 META = "meta.yaml"     # optional: title, command, machine, date of a kept study (docs/results/data/)
 TUNING = "tuned.yaml"  # hydra/sweeper=tuned's record: per configuration, its trials and chosen values
 METRICS = ("top1", "top5", "parameters", "images_per_sec", "wall_time_s")
-FIGURE_DATA = ("attention_distance", "pos_similarity")  # written by the callbacks into summary.json
+FIGURE_DATA = ("pos_similarity",)  # written by a callback into summary.json, drawn as a figure
 
 
 @dataclass
@@ -52,7 +54,15 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
 def _from_summary(summary: dict) -> dict[str, float | None]:
     test = summary.get("test") or {}
     return {"top1": test.get("test/acc"), "top5": test.get("test/acc_top5"),
-            **{k: summary.get(k) for k in METRICS[2:]}}
+            **{k: summary.get(k) for k in METRICS[2:]},
+            "attention_distance": _per_layer(summary.get("attention_distance"))}
+
+
+def _per_layer(distance: list | None) -> list[float] | None:
+    """Mean attention distance per layer; a (layer x head) table is averaged over its heads."""
+    if not distance:
+        return None
+    return [statistics.fmean(d) if isinstance(d, list) else d for d in distance]
 
 
 def load_sweep(folder: str | Path) -> list[Run]:
@@ -120,6 +130,14 @@ def _stats(values: list) -> tuple[float, float] | None:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _mean_lists(lists: list) -> list[float] | None:
+    """Element-wise mean of equal-length lists (per-layer values over seeds); None if none."""
+    lists = [v for v in lists if v]
+    if not lists or len({len(v) for v in lists}) > 1:
+        return None
+    return [statistics.fmean(column) for column in zip(*lists, strict=True)]
+
+
 def aggregate(runs: list[Run], keys: list[str]) -> list[dict]:
     """One row per configuration: its key values, completed/total runs and (mean, std) of each
     metric over the completed runs; ranked by top-1 (configurations without any last)."""
@@ -132,7 +150,7 @@ def aggregate(runs: list[Run], keys: list[str]) -> list[dict]:
         row = {"config": dict(zip(keys, config, strict=True)), "completed": len(done),
                "runs": len(members)}
         row.update({m: _stats([r.metrics.get(m) for r in done]) for m in METRICS})
-        row["attention_distance"] = _mean_table([r.figure_data.get("attention_distance") for r in done])
+        row["attention_distance"] = _mean_lists([r.metrics.get("attention_distance") for r in done])
         similarity = [r.figure_data["pos_similarity"] for r in done if "pos_similarity" in r.figure_data]
         row["pos_similarity"] = similarity and {"grid": similarity[0]["grid"],
                                                 "values": _mean_table([s["values"] for s in similarity])}
@@ -151,7 +169,10 @@ def _mean_table(tables: list) -> list[list[float]] | None:
 
 
 def _short(value) -> str:
-    """An override value for a table: tuned floats (0.0012520653814999472) to 3 digits."""
+    """An override value for a table: tuned floats (0.0012520653814999472) to 3 digits; a key
+    a run did not set (a knob its configuration lacks) as a dash."""
+    if value is None:
+        return "—"
     text = str(value)
     try:
         return f"{float(text):.3g}" if len(text) > 8 else text
@@ -199,19 +220,28 @@ def load_tuning(folder: Path) -> dict | None:
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
+def searched(tuning: dict) -> list[str]:
+    """Every tuned parameter: the common search space, then those only some points tuned (a
+    variant's own knob, hydra.sweeper.variant_params)."""
+    keys = list(tuning.get("search_space") or {})
+    for p in tuning["points"]:
+        keys += [k for k in p.get("search_space") or {} if k not in keys]
+    return keys
+
+
 def tuned_keys(tuning: dict) -> list[str]:
     """The grid's keys, then the tuned parameters."""
     points = tuning["points"]
     grid = [o.split("=", 1)[0] for o in points[0]["overrides"]] if points else []
-    return [*grid, *(tuning.get("search_space") or {})]
+    return [*grid, *searched(tuning)]
 
 
 def tuning_table(tuning: dict, trials: list[Run]) -> str:
     """Per tuned configuration: its trials (completed/total), the best objective value and the
-    chosen values (Optuna's best trial)."""
+    chosen values (Optuna's best trial); "not tuned" where its config has no such knob."""
     points = tuning["points"]
     keys = [o.split("=", 1)[0] for o in points[0]["overrides"]] if points else []
-    params = list(tuning.get("search_space") or {})
+    params = searched(tuning)
     head = [*keys, "trials", "best val", *params]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in points:
@@ -219,8 +249,9 @@ def tuning_table(tuning: dict, trials: list[Run]) -> str:
         done = sum(r.status == "completed" for r in mine)
         best = p.get("best_params") or {}
         value = f"{p['best_value']:.4f}" if p.get("best_value") is not None else "— (no trial completed)"
+        space = p.get("search_space") or tuning.get("search_space") or {}
         cells = [*(o.split("=", 1)[1] for o in p["overrides"]), f"{done}/{len(mine)}", value,
-                 *(_short(best[k]) if k in best else "—" for k in params)]
+                 *(_short(best[k]) if k in best else "—" if k in space else "not tuned" for k in params)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -228,7 +259,12 @@ def tuning_table(tuning: dict, trials: list[Run]) -> str:
 def tuning_section(tuning: dict, trials: list[Run]) -> list[str]:
     objective = next((o.split("=", 1)[1] for o in tuning.get("tuning_overrides", [])
                       if o.startswith("objective=")), "the objective")
-    space = ", ".join(f"`{k}: {v}`" for k, v in (tuning.get("search_space") or {}).items())
+    common = tuning.get("search_space") or {}
+    space = ", ".join(f"`{k}: {v}`" for k, v in common.items())
+    own = {k: v for p in tuning["points"] for k, v in (p.get("search_space") or {}).items()
+           if k not in common}
+    if own:
+        space += "; where a configuration has it: " + ", ".join(f"`{k}: {v}`" for k, v in own.items())
     seeds = ", ".join(str(s) for s in tuning.get("seeds") or [] if s is not None) or "the config's"
     return [f"## Tuned settings (Optuna on the validation split: {objective})", "",
             tuning_table(tuning, trials), "",
@@ -272,35 +308,45 @@ def plot_fraction(rows: list[dict], frac_key: str, series_keys: list[str]) -> Fi
     return fig
 
 
+def distance_rows(rows: list[dict], frac_key: str | None) -> list[dict]:
+    """The rows whose mean attention distance is drawn: all, or in a data-size study those at
+    the largest fraction (one per series)."""
+    rows = [row for row in rows if row.get("attention_distance")]
+    if frac_key and rows:
+        largest = max((row["config"][frac_key] for row in rows), key=_sort_key)
+        rows = [row for row in rows if row["config"][frac_key] == largest]
+    return rows
+
+
 def _label(row: dict, keys: list[str]) -> str:
     return ", ".join(_short(row["config"][k]) for k in keys) or "all"
 
 
-def plot_attention_distance(rows: list[dict], keys: list[str]) -> Figure | None:
-    """Mean attention distance per depth, one panel per configuration: a dot per head, the line
-    their mean (ViT paper, Fig. 7 right), averaged over seeds."""
-    rows = [row for row in rows if row.get("attention_distance")]
-    if not rows:
-        return None
-    cols = min(4, len(rows))
-    nrows = -(-len(rows) // cols)
-    fig = Figure(figsize=(2.6 * cols, 2.3 * nrows + 0.4), layout="constrained")
-    axes = fig.subplots(nrows, cols, squeeze=False, sharex=True, sharey=True)
-    top = max(v for row in rows for layer in row["attention_distance"] for v in layer)
-    for ax, row in zip(axes.flat, rows, strict=False):
-        table = row["attention_distance"]
-        depths = range(1, len(table) + 1)
-        for depth, heads in zip(depths, table, strict=True):
-            ax.scatter([depth] * len(heads), heads, s=10, color="tab:blue", alpha=0.6)
-        ax.plot(depths, [statistics.fmean(h) for h in table], color="tab:orange")
-        ax.set_title(_label(row, keys), fontsize=8)
-        ax.set_xticks(list(depths))
-        ax.set_ylim(0, top * 1.1)
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(rows):]:
-        ax.set_axis_off()
-    fig.supxlabel("Network depth (block)", fontsize=9)
-    fig.supylabel("Mean attention distance (pixels)", fontsize=9)
+def distance_table(rows: list[dict], keys: list[str]) -> str:
+    depth = max(len(row["attention_distance"]) for row in rows)
+    lines = ["| configuration | " + " | ".join(f"layer {i + 1}" for i in range(depth)) + " |",
+             "|" + "---|" * (depth + 1)]
+    for row in sorted(rows, key=lambda r: _label(r, keys)):
+        d = row["attention_distance"]
+        cells = [f"{v:.2f}" for v in d] + ["—"] * (depth - len(d))
+        lines.append(f"| {_label(row, keys)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_distance(rows: list[dict], keys: list[str]) -> Figure:
+    """Mean attention distance (pixels, mean over heads and seeds) against depth, one line per
+    configuration: does a local bias make the early layers attend locally?"""
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.add_subplot()
+    for row in sorted(rows, key=lambda r: _label(r, keys)):
+        d = row["attention_distance"]
+        ax.plot(range(1, len(d) + 1), d, marker="o", label=_label(row, keys))
+    ax.set_xlabel("Network depth (layer)")
+    ax.set_ylabel("Mean attention distance (pixels)")
+    ax.set_xticks(range(1, max(len(r["attention_distance"]) for r in rows) + 1))
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     return fig
 
 
@@ -380,13 +426,17 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
                   fraction_table(rows, frac_key, series_keys), ""]
         _figure(parts, plot_fraction(rows, frac_key, series_keys), folder, "accuracy_vs_fraction.png",
                 "accuracy vs fraction", caption)
-    distance = plot_attention_distance(rows, keys)
-    if distance:
-        parts += ["## Mean attention distance per depth (dots: heads; line: their mean)", ""]
-        _figure(parts, distance, folder, "attention_distance.png", "attention distance", caption)
+    drawn = distance_rows(rows, frac_key)
+    if drawn:
+        series = [k for k in keys if k != frac_key]
+        where = f" at {frac_key}={drawn[0]['config'][frac_key]}" if frac_key else ""
+        parts += [f"## Mean attention distance per layer (pixels, mean over heads and seeds{where})", "",
+                  distance_table(drawn, series), ""]
+        _figure(parts, plot_distance(drawn, series), folder, "attention_distance.png", "attention distance",
+                caption)
     similarity = plot_pos_similarity(rows, keys)
     if similarity:
-        parts += ["## Positional-embedding similarity (learned tables)", ""]
+        parts += ["## Positional-embedding similarity (learned tables, mean over seeds)", ""]
         _figure(parts, similarity, folder, "pos_similarity.png", "positional-embedding similarity", caption)
     failed = [r for r in runs if r.status != "completed"]
     parts += ["## Runs that did not complete", ""]

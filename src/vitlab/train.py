@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from .callbacks.attention import AttentionMaps
 from .callbacks.guards import DivergenceError, InterruptCheckpoint
 from .callbacks.throughput import Throughput
 from .config_checks import validate
@@ -156,6 +157,8 @@ def _train(cfg: DictConfig) -> dict:
         throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
         speed = throughput.images_per_sec if throughput else None  # this process's
         summary["images_per_sec"] = speed * trainer.world_size if speed else None  # all of them
+        attention = next((c for c in trainer.callbacks if isinstance(c, AttentionMaps)), None)
+        summary["attention_distance"] = attention.distance_per_layer if attention else None
         summary["global_step"] = trainer.global_step
         summary["epochs"] = trainer.current_epoch
         summary["skipped_images"] = sorted(_skipped(datamodule))
@@ -173,7 +176,7 @@ def _skipped(datamodule) -> set[str]:
     """Unreadable images skipped with data.skip_corrupt=true, from every split."""
     found = set()
     for split in datamodule.splits.values():
-        ds = split.dataset
+        ds = split
         while hasattr(ds, "dataset"):  # through Subset wrappers
             ds = ds.dataset
         found |= getattr(ds, "skipped", set())

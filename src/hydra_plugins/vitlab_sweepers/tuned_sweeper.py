@@ -6,12 +6,15 @@ but `seed`, e.g. model/pos_embed=a,b,c) hydra-optuna-sweeper's own OptunaSweeper
 from `optuna` (so each study starts from the same seeded sampler), runs `optuna.n_trials` trials
 with `tuning_overrides` (objective=val/best test=false: the study never sees the test split).
 Interval sweeps on the command line join the search space, plain values go to every job.
+`variant_params` are search-space entries for a knob only some points have (a positional
+variant's own init_std): a point tunes them where its composed config holds the key.
 Stage 2, final: each point with its best trial's values (Optuna's optimization_results.yaml) on
 every value of `seed`, tested. One sweep folder holds everything:
   tune/<point>/<trial>/                     a tuning trial's run folder
   tune/<point>/optimization_results.yaml   Optuna's best trial of that point
   final/<job>/                              a final run's folder
-  tuned.yaml                                per point: chosen values, best val, final jobs
+  tuned.yaml                                per point: its search space, chosen values, best val,
+                                            final jobs
 Every job keeps the sweep's hydra.sweep.dir (one sweep for loggers); its stage is its subdir.
 """
 
@@ -91,9 +94,10 @@ def stage_config(config: DictConfig, folder: str) -> DictConfig:
 
 class TunedSweeper(Sweeper):
     def __init__(self, optuna: DictConfig, params: DictConfig | None = None,
-                 tuning_overrides: Sequence[str] = ()):
+                 tuning_overrides: Sequence[str] = (), variant_params: DictConfig | None = None):
         self.optuna = optuna  # instantiated once per study: a fresh, seeded sampler each
         self.params = params or {}
+        self.variant_params = dict(variant_params or {})
         self.tuning_overrides = list(tuning_overrides)
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
@@ -132,12 +136,17 @@ class TunedSweeper(Sweeper):
         """One Optuna study for this point; its best trial's values."""
         folder = point_folder(point)
         cfg = stage_config(self.config, folder)
+        job = self.hydra_context.config_loader.load_sweep_config(self.config, [*plan["fixed"], *point])
+        own = present_params(job, self.variant_params)
+        space = {**OmegaConf.to_container(self.optuna.params or {}), **own}
         name = self.optuna.study_name  # one study per point, also in a shared Optuna storage
-        study = instantiate(self.optuna, study_name=f"{name}:{folder}" if name else None)
+        study = instantiate(self.optuna, study_name=f"{name}:{folder}" if name else None,
+                            params=space)
         study.setup(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg)
         log.info(f"Tuning {' '.join(point) or 'the config'}: {self.optuna.n_trials} trials in {folder}/")
-        out = {"overrides": point, "folder": folder, "best_value": None, "best_params": None,
-               "final_jobs": [], "error": None}
+        out = {"overrides": point, "folder": folder, "search_space": {
+                   **space, **dict(o.split("=", 1) for o in plan["search"])},
+               "best_value": None, "best_params": None, "final_jobs": [], "error": None}
         try:
             study.sweep([*plan["fixed"], *point, *plan["search"], *self.tuning_overrides])
         except ValueError as error:  # every trial failed: Optuna has no best trial
@@ -161,6 +170,11 @@ class TunedSweeper(Sweeper):
         if failed:
             log.error(f"{failed} of {len(returns)} final runs failed")
         return returns
+
+
+def present_params(job: DictConfig, variant_params: dict) -> dict:
+    """The entries of `variant_params` whose key this point's composed config holds."""
+    return {k: v for k, v in variant_params.items() if OmegaConf.select(job, k) is not None}
 
 
 def final_jobs(points: list[dict], plan: dict) -> list[list[str]]:

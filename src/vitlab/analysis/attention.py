@@ -21,9 +21,15 @@ def attention_rollout(maps: list[torch.Tensor], head_fusion: str = "mean") -> to
     if head_fusion not in ("mean", "max", "min"):
         raise ValueError(f"head_fusion={head_fusion!r} is not one of mean, max, min")
     rollout = None
+    n = maps[-1].shape[-1]
     for attn in maps:
         a = getattr(attn.float(), head_fusion)(dim=1)
         a = a.values if head_fusion != "mean" else a
+        # a class token that joins late (ConViT) passes the earlier blocks unchanged: identity
+        if a.shape[-1] < n:
+            eye = torch.eye(n, device=a.device).expand(a.shape[0], -1, -1).clone()
+            eye[:, n - a.shape[-1]:, n - a.shape[-1]:] = a
+            a = eye
         a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], device=a.device)
         a = a / a.sum(dim=-1, keepdim=True)  # max/min fusion leaves rows unnormalised
         rollout = a if rollout is None else a @ rollout
@@ -44,14 +50,16 @@ def mean_attention_distance(maps: list[torch.Tensor], grid: tuple[int, int], num
     """(depth, heads): for each block and head, the attention-weighted distance between a query
     patch and the patches it attends to, averaged over query patches and images, in pixels
     (grid distance × `pixels_per_token`). The class token has no position: it is left out as a
-    query, and as a key the remaining weights are renormalised over the patches."""
+    query, and as a key the remaining weights are renormalised over the patches. Blocks before
+    a late class token (ConViT) have no prefix: each map's own token count tells."""
     h, w = grid
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     centres = torch.stack([ys.flatten(), xs.flatten()], dim=-1).float()
     dist = torch.cdist(centres, centres) * pixels_per_token  # (N_p, N_p)
     out = []
     for attn in maps:
-        a = attn.float()[:, :, num_prefix:, num_prefix:]
+        p = attn.shape[-1] - h * w if num_prefix else 0
+        a = attn.float()[:, :, p:, p:]
         a = a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12)
         out.append((a * dist.to(a.device)).sum(dim=-1).mean(dim=(0, 2)))  # (H,)
     return torch.stack(out).cpu()

@@ -162,8 +162,9 @@ class ImageDataModule(L.LightningDataModule):
         if self.mix is None or trainer is None or not trainer.training:
             return batch
         batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        return self.mix(*batch, seed=(torch.initial_seed(), trainer.global_rank,
-                                      trainer.current_epoch, batch_idx))
+        mixed = self.mix(batch[0], batch[1], seed=(torch.initial_seed(), trainer.global_rank,
+                                                   trainer.current_epoch, batch_idx))
+        return (*mixed, *batch[2:])  # anything after (images, labels) passes through: sample ids
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

@@ -1,7 +1,8 @@
 """The Vision Transformer (Dosovitskiy et al., 2021), in plain PyTorch.
 
-image -> embed (patch or hybrid) -> [class token] -> positional variant -> L pre-LN blocks
-      -> LayerNorm -> pool (class token | mean of patch tokens) -> linear head
+image -> embed (patch, hybrid, conv tokenizer, SPT) -> [class token] -> positional variant
+      -> L pre-LN blocks (attention: standard, or per block from an `attention` factory: LSA,
+      GPSA) -> LayerNorm -> pool (class token | mean of patch tokens | sequence pooling) -> head
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from torch import nn
 
 from .embed import PatchEmbed
 from .layers import Block
-from .pos_embed import Learned1d
+from .pos_embed import Learned1d, PositionalEmbedding
+from .seqpool import SeqPool
 
-POOLS = ("cls", "mean")
+POOLS = ("cls", "mean", "seqpool")
 
 
 class VisionTransformer(nn.Module):
@@ -36,10 +38,17 @@ class VisionTransformer(nn.Module):
         pool: str = "cls",
         pos_embed: Callable[..., nn.Module] | None = None,
         embed: Callable[..., nn.Module] | None = None,
+        attention: Callable[..., nn.Module | None] | None = None,
+        class_token_at: int = 0,
     ):
         """`embed` and `pos_embed` are factories (e.g. functools.partial or Hydra `_partial_`):
         embed(img_size=, patch_size=, in_chans=, embed_dim=) returns a module with `.grid`;
         pos_embed(embed_dim=, grid=, num_prefix=, depth=, num_heads=) a PositionalEmbedding.
+        attention(layer=, depth=, grid=, dim=, num_heads=, qkv_bias=, attn_drop=, proj_drop=)
+        returns block `layer`'s attention module, or None for the standard one (lsa.py, gpsa.py).
+        `class_token_at`: the block before which the class token joins (pool=cls; 0: at the
+        stem; ConViT: after its GPSA blocks; negative counts from the end, as a Python index);
+        a later class token has no position.
         Defaults: linear patch projection and the learned 1-D table at the stem."""
         super().__init__()
         if embed_dim % num_heads:
@@ -54,15 +63,27 @@ class VisionTransformer(nn.Module):
         )
         self.num_prefix = 1 if pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.num_prefix else None
+        if self.num_prefix and not -depth <= class_token_at < depth:
+            raise ValueError(f"class_token_at={class_token_at} is not a block index 0..{depth - 1}")
+        self.class_token_at = class_token_at % depth if self.num_prefix else 0  # -1: the last block
         self.pos_embed = (pos_embed or Learned1d)(
-            embed_dim=embed_dim, grid=self.embed.grid, num_prefix=self.num_prefix, depth=depth,
-            num_heads=num_heads,
+            embed_dim=embed_dim, grid=self.embed.grid, depth=depth, num_heads=num_heads,
+            num_prefix=self.num_prefix if not self.class_token_at else 0,
         )
+        if self.class_token_at and type(self.pos_embed).attention is not PositionalEmbedding.attention:
+            raise ValueError(f"class_token_at={class_token_at}: {type(self.pos_embed).__name__} acts "
+                             "inside attention, whose token count would change at that block; use "
+                             "an absolute variant, or class_token_at=0, or pool=mean|seqpool")
+        self.seq_pool = SeqPool(embed_dim) if pool == "seqpool" else None
         self.pos_drop = nn.Dropout(drop_rate)
         rates = torch.linspace(0, drop_path_rate, depth).tolist()  # stochastic depth grows
+        custom = [attention(layer=i, depth=depth, grid=self.embed.grid, dim=embed_dim,
+                            num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop_rate,
+                            proj_drop=drop_rate)
+                  if attention else None for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, r)
-            for r in rates
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, r, a)
+            for r, a in zip(rates, custom, strict=True)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -76,6 +97,9 @@ class VisionTransformer(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        for m in self.modules():  # options that start from a chosen state (GPSA: local heads)
+            if hasattr(m, "local_init"):
+                m.local_init()
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names exempt from weight decay beyond norms and biases (ndim <= 1):
@@ -86,15 +110,21 @@ class VisionTransformer(nn.Module):
     def tokens(self, x: torch.Tensor):
         """Embedded tokens with class token and stem positions, and the token grid."""
         x, grid = self.embed(x)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        if self.cls_token is not None and not self.class_token_at:
+            x = self._with_class_token(x)
         return self.pos_drop(self.pos_embed.add(x, grid, 0)), grid
+
+    def _with_class_token(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
 
     def positioned(self, x: torch.Tensor, grid: tuple[int, int], layer: int):
         """The input of block `layer` with its absolute positions added (block 0's were added
-        at the stem), and what its attention needs from the positional variant."""
+        at the stem) and, at `class_token_at`, the class token; and what its attention needs
+        from the positional variant."""
         if layer:
             x = self.pos_embed.add(x, grid, layer)
+            if layer == self.class_token_at:
+                x = self._with_class_token(x)
         return x, self.pos_embed.attention(grid, layer)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,7 +138,12 @@ class VisionTransformer(nn.Module):
         return self.norm(self._encode(x))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, 0] if self.pool == "cls" else x[:, self.num_prefix:].mean(dim=1)
+        if self.pool == "cls":
+            x = x[:, 0]
+        elif self.seq_pool is not None:
+            x = self.seq_pool(x)
+        else:
+            x = x.mean(dim=1)  # no prefix tokens: only pool=cls has a class token
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
