@@ -9,9 +9,9 @@ import pytest
 from conftest import CONF, compose_config, run_entry
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from vitlab.build_model import build_model
 from vitlab.config_checks import validate
 from vitlab.loggers import WandbLogger
 from vitlab.models import VisionTransformer
@@ -58,7 +58,7 @@ def test_every_hybrid_vs_pure_job_composes_and_builds(model, fraction, tmp_path)
         assert list(cfg.tags) == ["hybrid_vs_pure", model, f"fraction={fraction}"]
     finally:
         HydraConfig.instance().cfg = None
-    net = instantiate(cfg.model)
+    net = build_model(cfg.model)
     assert sum(p.numel() for p in net.parameters()) < 2e6  # comparable small sizes
 
 
