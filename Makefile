@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid report bench gpu-check gpu-carry
+.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid study-transfer report bench gpu-check gpu-carry
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -32,6 +32,7 @@ test-slow: install ## run the slow tests only
 STUDY = $(PY) src/train.py trainer=cpu trainer.enable_progress_bar=false
 study-posemb study-posemb-tuned: SEEDS ?= 0,1,2
 study-hybrid: SEEDS ?= 0,1
+study-transfer: SEEDS ?= 0
 POSEMB_EPOCHS ?= 20
 TUNED_EPOCHS ?= 20
 TUNED_TRIALS ?= 5
@@ -53,6 +54,19 @@ study-hybrid: install ## pure vs hybrid x data fraction 0.1-1.0, reduced: 2 seed
 	$(STUDY) experiment=hybrid_vs_pure seed=$(SEEDS) trainer.max_epochs=$(HYBRID_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) \
 		|| echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir
+
+CIFAR_DIR ?= /work/data/cifar10
+PRETRAIN_EPOCHS ?= 10
+TRANSFER_EPOCHS ?= 20
+study-transfer: install ## pre-train vit_micro and vit_hybrid on 10 % of CIFAR-10 (CIFAR_DIR=, PRETRAIN_EPOCHS=), fine-tune vs scratch on digit fractions (SEEDS=, TRANSFER_EPOCHS=); then its report
+	dir=outputs/studies/transfer_$$(date +%Y-%m-%d_%H-%M-%S); \
+	$(STUDY) experiment=transfer_pretrain data.data_dir=$(CIFAR_DIR) data.on_device=true \
+		data.train_fraction=0.1 data.val_fraction=0.02 trainer.max_epochs=$(PRETRAIN_EPOCHS) \
+		hydra.sweep.dir=$$dir/pretrain && \
+	$(STUDY) experiment=transfer transfer.pretrain_dir=$$dir/pretrain seed=$(SEEDS) \
+		trainer.max_epochs=$(TRANSFER_EPOCHS) hydra.sweep.dir=$$dir/finetune $(ARGS) \
+		|| echo "some runs failed: listed in the report"; \
+	$(PY) -m vitlab.report $$dir/finetune
 
 report: install ## table and plots of a sweep folder: make report SWEEP=outputs/train/multiruns/<time>
 	$(PY) -m vitlab.report $(SWEEP)

@@ -56,8 +56,8 @@ def timm_to_npz(model, path, big_vision: bool = False) -> None:
         heads = block.attn.num_heads
         w[f"{bp}LayerNorm_0/scale"] = _np(block.norm1.weight)
         w[f"{bp}LayerNorm_0/bias"] = _np(block.norm1.bias)
-        for n, (wt, b) in zip(("query", "key", "value"), zip(block.attn.qkv.weight.chunk(3),
-                                                              block.attn.qkv.bias.chunk(3))):
+        q_k_v = zip(block.attn.qkv.weight.chunk(3), block.attn.qkv.bias.chunk(3), strict=True)
+        for n, (wt, b) in zip(("query", "key", "value"), q_k_v, strict=True):
             w[f"{bp}{mha}/{n}/kernel"] = _np(wt.T.reshape(D, heads, D // heads))
             w[f"{bp}{mha}/{n}/bias"] = _np(b.reshape(heads, D // heads))
         w[f"{bp}{mha}/out/kernel"] = _np(block.attn.proj.weight.T.reshape(heads, D // heads, D))

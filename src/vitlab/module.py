@@ -53,8 +53,8 @@ def param_groups(model: nn.Module, weight_decay: float,
 
 
 def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
-    """timm's layer of every parameter (embeddings 0, block i -> i + 1, final norm and head
-    last) from the model's group_matcher, and the number of layers."""
+    """timm's layer of every parameter (embeddings 0, block i -> i + 1, the final norm with the
+    last block, the head last) from the model's group_matcher, and the number of layers."""
     from timm.models import group_parameters
     ids = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
     last = max(ids.values())
@@ -113,6 +113,7 @@ class ImageClassifier(L.LightningModule):
         weight_decay: float = 0.05,
         label_smoothing: float = 0.0,
         warmup_epochs: float = 0.0,
+        warmup_steps: int | None = None,
         min_lr_ratio: float = 0.0,
         stem_lr_scale: float | None = None,
         lr_scaling: str = "none",
@@ -220,7 +221,9 @@ class ImageClassifier(L.LightningModule):
             group["lr"] *= group.get("lr_scale", 1.0) * batch
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
-        warmup = min(total - 1, int(round(self.hparams.warmup_epochs * total / epochs)))
+        steps_set = self.hparams.get("warmup_steps")  # the paper's fine-tuning counts steps
+        warmup = min(total - 1, int(steps_set) if steps_set is not None else
+                     int(round(self.hparams.warmup_epochs * total / epochs)))
         steps, floor = max(1, total - warmup), self.hparams.min_lr_ratio
         # cosine to lr * min_lr_ratio, as a factor so every group (stem included) follows it
         cosine = LambdaLR(opt, lambda s: floor + (1 - floor) * 0.5 * (

@@ -85,7 +85,8 @@ class VisionTransformer(nn.Module):
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """Layer groups as timm's VisionTransformer names them (for timm's layer-wise lr decay):
-        embeddings first, then one per block; the final norm last (the head, unmatched, too)."""
+        embeddings first, then one per block, the final norm with the last block; the head,
+        unmatched, comes last."""
         return dict(stem=r"^cls_token|^pos_embed|^embed",
                     blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
 

@@ -88,8 +88,13 @@ def resample_kernels(model: nn.Module, state: dict, source: Source) -> dict:
     return state
 
 
-def check_fits(model: nn.Module, state: dict, path) -> None:
-    """One line naming the first key that still does not fit, with both shapes."""
+def check_fits(model: nn.Module, state: dict, path, heads: int | None = None) -> None:
+    """One line naming the first key that still does not fit, with both shapes. The number of
+    heads shapes no weight: it is checked where the file records it."""
+    ours = model.blocks[0].attn.num_heads if len(getattr(model, "blocks", ())) else None
+    if heads and ours and heads != ours:
+        raise ConfigError(f"model.pretrained={path} does not fit the model: its attention has "
+                          f"{heads} heads, the model's {ours} (set model.num_heads={heads})")
     own = model.state_dict()
     for key, param in own.items():
         if key not in state:
@@ -114,5 +119,5 @@ def adapt(model: nn.Module, source: Source, path, new_head: bool = True) -> dict
     state = resample_positions(model, state, source)
     state = resample_kernels(model, state, source)
     # buffers the model rebuilds itself (e.g. relative indices) are not in a state dict
-    check_fits(model, state, path)
+    check_fits(model, state, path, source.num_heads)
     return state

@@ -31,6 +31,7 @@ class Source:
     interpolation: str = "bicubic"      # how this source resamples positional tables
     antialias: bool = True
     grid: tuple[int, int] | None = None  # the patch grid its tables were trained at, if known
+    num_heads: int | None = None        # attention heads, where the file records them (.npz)
     notes: list[str] = field(default_factory=list)
 
 
@@ -58,9 +59,9 @@ def read(path: str | Path, target) -> Source:
         if path.suffix == ".npz":
             return read_npz(path)
         state = load_torch(path)
-    except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
-        if isinstance(e, ConfigError):
-            raise
+    except ConfigError:
+        raise
+    except Exception as e:  # torch, safetensors and numpy each fail on a bad file their own way
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"model.pretrained={path}: cannot read it ({first})") from None
     if "pytorch-lightning_version" in state or "hyper_parameters" in state:
@@ -213,4 +214,5 @@ def read_npz(path: Path) -> Source:
         converted = from_timm_state_dict(state)
     except ValueError as e:
         raise ConfigError(f"model.pretrained: {e}") from None
-    return Source(converted, "npz", interpolation="bilinear", antialias=False, grid=grid)
+    return Source(converted, "npz", interpolation="bilinear", antialias=False, grid=grid,
+                  num_heads=model.blocks[0].attn.num_heads if len(model.blocks) else None)
