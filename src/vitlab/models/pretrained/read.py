@@ -73,8 +73,7 @@ def load_torch(path: Path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
-    # a Lightning checkpoint holds plain Python values besides tensors (hyper-parameters)
-    return torch.load(path, map_location="cpu", weights_only=path.suffix != ".ckpt")
+    return torch.load(path, map_location="cpu", weights_only=True)  # no code from a pickle
 
 
 def unwrap(state: dict) -> dict[str, torch.Tensor]:
