@@ -5,10 +5,10 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid study-inductive-bias report bench gpu-check gpu-carry docs docs-serve results
+.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid study-inductive-bias study-transfer report bench gpu-check gpu-carry docs docs-serve results
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv and install vitlab with its dev tools (idempotent)
 
@@ -32,7 +32,7 @@ test-slow: install ## run the slow tests only
 STUDY = $(PY) src/train.py trainer=cpu trainer.enable_progress_bar=false
 study-posemb study-posemb-tuned: SEEDS ?= 0,1,2
 study-hybrid: SEEDS ?= 0,1
-study-inductive-bias: SEEDS ?= 0
+study-inductive-bias study-transfer: SEEDS ?= 0
 POSEMB_EPOCHS ?= 20
 TUNED_EPOCHS ?= 20
 TUNED_TRIALS ?= 5
@@ -62,6 +62,20 @@ study-inductive-bias: install ## 7 inductive-bias variants x fraction 0.1/0.25/1
 	$(STUDY) experiment=inductive_bias seed=$(SEEDS) data.train_fraction=$(BIAS_FRACTIONS) \
 		trainer.max_epochs=$(BIAS_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir
+
+# any CIFAR-10 image folder, e.g. `unzip -q ../shared/datasets/cifar10-jpg.zip -d data/`
+CIFAR_DIR ?= data/cifar10
+PRETRAIN_EPOCHS ?= 10
+TRANSFER_EPOCHS ?= 20
+study-transfer: install ## pre-train vit_micro and vit_hybrid on 10 % of CIFAR-10 (CIFAR_DIR=, PRETRAIN_EPOCHS=), fine-tune vs scratch on digit fractions (SEEDS=, TRANSFER_EPOCHS=); then its report
+	dir=outputs/studies/transfer_$$(date +%Y-%m-%d_%H-%M-%S); \
+	$(STUDY) experiment=transfer_pretrain data.data_dir=$(CIFAR_DIR) data.on_device=true \
+		data.train_fraction=0.1 data.val_fraction=0.02 trainer.max_epochs=$(PRETRAIN_EPOCHS) \
+		hydra.sweep.dir=$$dir/pretrain && \
+	$(STUDY) experiment=transfer transfer.pretrain_dir=$$dir/pretrain seed=$(SEEDS) \
+		trainer.max_epochs=$(TRANSFER_EPOCHS) hydra.sweep.dir=$$dir/finetune $(ARGS) \
+		|| echo "some runs failed: listed in the report"; \
+	$(PY) -m vitlab.report $$dir/finetune
 
 report: install ## table and plots of a sweep folder: make report SWEEP=outputs/train/multiruns/<time>
 	$(PY) -m vitlab.report $(SWEEP)

@@ -33,6 +33,7 @@ from timm.models.vision_transformer import VisionTransformer as TimmViT
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vitlab.bench_fit import report_fit, run_fit
+from vitlab.build_model import build_model
 from vitlab.flops import forward_flops, peak_tflops, train_flops
 from vitlab.models.hybrid import create_backbone
 
@@ -149,7 +150,7 @@ def run(cfg: DictConfig, preset: str) -> dict:
     if cfg.channels_last and cfg.model.embed is not None:
         cfg.model.embed.channels_last = True
     torch.manual_seed(0)
-    ours = instantiate(cfg.model).to(device)
+    ours = build_model(cfg.model, pretrained=False).to(device)
     torch.manual_seed(0)
     theirs, how = build_timm(cfg, preset)
     theirs = theirs.to(device)

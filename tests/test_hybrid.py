@@ -13,6 +13,7 @@ from conftest import compose_config, run_entry
 from hydra.utils import instantiate
 from safetensors.torch import save_file
 
+from vitlab.build_model import build_model
 from vitlab.errors import ConfigError
 from vitlab.models import HybridEmbed, VisionTransformer
 from vitlab.models import hybrid as hybrid_module
@@ -62,7 +63,7 @@ def test_deeper_stages_are_not_built():
 def test_paper_presets_match_timm_parameter_counts(preset, reference, grid):
     cfg = compose_config([f"model={preset}", "data=fake", "data.img_size=224", "data.in_chans=3",
                           "data.num_classes=1000"])
-    model = instantiate(cfg.model)
+    model = build_model(cfg.model)
     count = sum(p.numel() for p in model.parameters())
     with torch.device("meta"):  # only counted: no memory, no initialisation
         timm_model = timm.create_model(reference, pretrained=False, num_classes=1000)
@@ -104,7 +105,7 @@ def test_backbone_norms_are_not_decayed_and_the_stem_gets_its_own_lr():
 def test_stem_lr_scale_scales_the_whole_schedule():
     cfg = compose_config(["model=vit_hybrid", "module.stem_lr_scale=0.1", "module.warmup_epochs=0",
                           "module.min_lr_ratio=0.01", "module.optimizer.lr=1e-3"])
-    module = instantiate(cfg.module, model=instantiate(cfg.model))
+    module = instantiate(cfg.module, model=build_model(cfg.model))
     object.__setattr__(module, "_trainer", SimpleNamespace(estimated_stepping_batches=10,
                                                            max_epochs=1))
     config = module.configure_optimizers()

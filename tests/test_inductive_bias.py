@@ -9,9 +9,9 @@ import timm
 import torch
 import torch.nn.functional as F
 from conftest import compose_config, run_entry
-from hydra.utils import instantiate
 
 from vitlab.analysis.attention import attention_rollout, mean_attention_distance
+from vitlab.build_model import build_model
 from vitlab.models import VisionTransformer
 from vitlab.models.conv_tokenizer import ConvTokenizer
 from vitlab.models.gpsa import GatedPositionalSelfAttention, gpsa_blocks
@@ -29,7 +29,7 @@ def count(model):
 
 def preset(name, *overrides):
     cfg = compose_config([f"model={name}", "data=fake", *overrides])
-    return instantiate(cfg.model)
+    return build_model(cfg.model)
 
 
 def test_sequence_pooling_is_the_softmax_weighted_sum_of_the_tokens():
@@ -173,7 +173,7 @@ def test_every_positional_variant_composes_with_each_option(variant):
     for extra in combos:
         cfg = compose_config(["data=fake", "data.img_size=16", f"model/pos_embed={variant}",
                               "model.patch_size=4", *extra])
-        model = instantiate(cfg.model)
+        model = build_model(cfg.model)
         x = torch.randn(2, cfg.data.in_chans, 16, 16)
         model(x).sum().backward()
         maps = model.attention_maps(x)
@@ -195,7 +195,7 @@ def test_attention_analysis_handles_a_class_token_that_joins_late():
 @pytest.mark.parametrize("bias", ["pure", "spt", "lsa", "spt_lsa", "cct", "gpsa", "hybrid"])
 def test_the_study_variants_compose_and_keep_the_token_count(bias):
     cfg = compose_config(["experiment=inductive_bias", f"bias={bias}"])
-    model = instantiate(cfg.model)
+    model = build_model(cfg.model)
     assert model.embed.grid == (4, 4)  # every variant: 16 tokens at 32 px, as vit_micro
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
@@ -213,7 +213,7 @@ def test_lsa_blocks_and_gpsa_blocks_choose_their_blocks():
 @pytest.mark.parametrize("depth", [4, 7])
 def test_the_study_gpsa_variant_keeps_all_blocks_but_the_last_local_at_any_depth(depth):
     cfg = compose_config(["experiment=inductive_bias", "bias=gpsa", f"model.depth={depth}"])
-    model = instantiate(cfg.model)
+    model = build_model(cfg.model)
     gpsa = [isinstance(b.attn, GatedPositionalSelfAttention) for b in model.blocks]
     assert gpsa == [True] * (depth - 1) + [False] and model.class_token_at == depth - 1
     assert model(torch.randn(1, 1, 32, 32)).shape == (1, 10)

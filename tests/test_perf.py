@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch._dynamo
 from conftest import compose_config, run_entry
-from hydra.utils import instantiate
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms import v2
 
+from vitlab.build_model import build_model
 from vitlab.data.datasets.digits import TensorImages
 from vitlab.data.device_augment import CropFlip, DeviceAugment, crop_flip, device_augment
 from vitlab.data.on_device import DeviceLoader, as_uint8
@@ -33,7 +33,7 @@ def test_forward_macs_equal_the_published_counts_at_224(preset, gmacs, monkeypat
     monkeypatch.setattr(torch.nn.init, "trunc_normal_", lambda t, *a, **k: t)  # counts only
     cfg = compose_config([f"model={preset}", "data.num_classes=1000", "data.img_size=224",
                           "data.in_chans=3"])
-    model = instantiate(cfg.model)
+    model = build_model(cfg.model)
     # the published figures (fvcore) count LayerNorm too; MFU counts the matmuls only
     assert round(sum(vit_macs(model).values()) / 1e9, 2) == gmacs
     assert matmul_macs(model) == pytest.approx(gmacs * 1e9, rel=6e-3)  # LayerNorm: < 0.4 %

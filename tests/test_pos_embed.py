@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from vitlab.analysis import position_similarity
+from vitlab.build_model import build_model
 from vitlab.callbacks.pos_similarity import PositionSimilarity
 from vitlab.config_checks import validate
 from vitlab.errors import ConfigError
@@ -232,12 +233,12 @@ def test_class_token_entries_need_a_class_token():
 
 @pytest.mark.parametrize("key", ["relative", "relative_bias"])
 def test_relative_options_come_from_the_config(key):
-    defaults = instantiate(compose_config([f"model/pos_embed={key}"]).model).pos_embed
+    defaults = build_model(compose_config([f"model/pos_embed={key}"]).model).pos_embed
     assert defaults.weight.shape[0] == 4 and defaults.cls is None  # vit_micro: depth 4
     cfg = compose_config([f"model/pos_embed={key}", "model.pos_embed.shared=true",
                           "model.pos_embed.cls_entries=true"])
     validate(cfg)
-    options = instantiate(cfg.model).pos_embed
+    options = build_model(cfg.model).pos_embed
     assert options.weight.shape[0] == 1 and options.cls.shape[:2] == (1, 3)
 
 
@@ -311,7 +312,7 @@ def test_every_variant_composes_validates_and_builds(key):
     cfg = compose_config([f"model/pos_embed={key}", "data.img_size=16", "model.patch_size=4",
                           "model.embed_dim=32", "model.depth=1", "model.num_heads=2"])
     validate(cfg)
-    model = instantiate(cfg.model)
+    model = build_model(cfg.model)
     assert model(torch.randn(1, 1, 16, 16)).shape == (1, 10)
 
 

@@ -9,9 +9,9 @@ import pytest
 from conftest import CONF, compose_config, run_entry
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
+from vitlab.build_model import OWN_KEYS, build_model
 from vitlab.config_checks import validate
 from vitlab.loggers import WandbLogger
 from vitlab.models import VisionTransformer
@@ -60,7 +60,7 @@ def test_every_hybrid_vs_pure_job_composes_and_builds(model, fraction, tmp_path)
         assert list(cfg.tags) == ["hybrid_vs_pure", model, f"fraction={fraction}"]
     finally:
         HydraConfig.instance().cfg = None
-    net = instantiate(cfg.model)
+    net = build_model(cfg.model)
     assert sum(p.numel() for p in net.parameters()) < 2e6  # comparable small sizes
 
 
@@ -76,8 +76,9 @@ def test_every_hybrid_vs_pure_job_composes_and_builds(model, fraction, tmp_path)
 def test_a_model_preset_brings_its_epochs_and_explicit_values_win(overrides, epochs):
     cfg = compose_config(overrides)
     assert cfg.trainer.max_epochs == epochs
-    # every key under model: is a VisionTransformer argument (the epochs live at the root)
-    assert set(cfg.model) - {"_target_"} <= set(inspect.signature(VisionTransformer).parameters)
+    # every key under model: is a VisionTransformer argument (the epochs live at the root), but
+    # vitlab's own keys that say which weights to start from
+    assert set(cfg.model) - {"_target_", *OWN_KEYS} <= set(inspect.signature(VisionTransformer).parameters)
 
 
 def test_multirun_keeps_going_past_a_failed_job_and_the_report_lists_it(tmp_path):

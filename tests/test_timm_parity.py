@@ -9,10 +9,10 @@ import pytest
 import timm
 import torch
 from conftest import compose_config
-from hydra.utils import instantiate
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 
+from vitlab.build_model import build_model
 from vitlab.models import VisionTransformer
 from vitlab.models.pos_embed import RelativeBias
 from vitlab.models.timm_convert import from_timm_relpos_state_dict, from_timm_state_dict
@@ -62,7 +62,7 @@ def test_converter_refuses_weights_of_a_different_network():
 def test_presets_have_timm_parameter_counts(preset, timm_name, count):
     cfg = compose_config([f"model={preset}", "data.num_classes=1000", "data.img_size=224",
                           "data.in_chans=3"])
-    ours = sum(p.numel() for p in instantiate(cfg.model).parameters())
+    ours = sum(p.numel() for p in build_model(cfg.model).parameters())
     with torch.device("meta"):  # no memory or init time for the reference
         reference = timm.create_model(timm_name, pretrained=False)
     assert ours == sum(p.numel() for p in reference.parameters()) == count

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from .build_model import build_model
 from .data.on_device import DeviceLoader, as_uint8
 from .module import param_groups
 from .train import build
@@ -92,7 +93,7 @@ class BareLoop:
 
     def __init__(self, train_cfg: DictConfig, device: torch.device, total_steps: int):
         L.seed_everything(train_cfg.seed, verbose=False)
-        self.model = instantiate(train_cfg.model).to(device)
+        self.model = build_model(train_cfg.model, pretrained=False).to(device)
         if train_cfg.get("compile"):
             self.model.compile(mode=train_cfg.get("compile_mode"))
         m = train_cfg.module

@@ -109,12 +109,15 @@ def check_streaming(cfg: DictConfig) -> None:
 
 def check_module(cfg: DictConfig) -> None:
     """module: lr > 0, weight decay >= 0, label smoothing and min-lr ratio in [0, 1),
-    warm-up >= 0."""
+    warm-up >= 0, layer decay in (0, 1], frozen layers >= 0."""
     _number(cfg, "module.optimizer.lr", lo=0, lo_open=True)
     _number(cfg, "module.weight_decay", lo=0)
     _number(cfg, "module.label_smoothing", lo=0, hi=1, hi_open=True)
     _number(cfg, "module.warmup_epochs", lo=0)
     _number(cfg, "module.min_lr_ratio", lo=0, hi=1, hi_open=True)
+    _number(cfg, "module.warmup_steps", lo=0, integer=True)
+    _number(cfg, "module.layer_decay", lo=0, hi=1, lo_open=True)
+    _number(cfg, "module.freeze_layers", lo=0, integer=True)
 
 
 def check_batch(cfg: DictConfig) -> None:

@@ -8,6 +8,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from .build_model import build_model
 from .config_checks import validate
 from .errors import ConfigError
 from .summary import write_summary
@@ -35,7 +36,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                               {k: cfg[k] for k in ("data", "model") if k in cfg})
     validate(run_cfg)
     datamodule = instantiate(run_cfg.data)
-    module = instantiate(run_cfg.module, model=instantiate(run_cfg.model))
+    module = instantiate(run_cfg.module, model=build_model(run_cfg.model, pretrained=False))
     precision = cfg.trainer.precision or run_cfg.trainer.precision
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
                         precision=precision, logger=False, default_root_dir=cfg.paths.output_dir)

@@ -52,6 +52,39 @@ def param_groups(model: nn.Module, weight_decay: float,
     return out
 
 
+def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
+    """timm's layer of every parameter (embeddings 0, block i -> i + 1, the final norm with the
+    last block, the head last) from the model's group_matcher, and the number of layers."""
+    from timm.models import group_parameters
+    ids = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    last = max(ids.values())
+    return {n: ids.get(n, last) for n, _ in model.named_parameters()}, last + 1
+
+
+def freeze(model: nn.Module, layers: int | None = None, linear_probe: bool = False) -> None:
+    """No gradients for timm's first `layers` layers (1 = the embeddings, 1 + k = and blocks
+    0..k-1), or for everything but the head (a linear probe)."""
+    if not layers and not linear_probe:
+        return
+    ids, count = layer_ids(model)
+    for name, p in model.named_parameters():
+        if linear_probe and not name.startswith("head."):
+            p.requires_grad_(False)
+        elif layers and ids[name] < layers:
+            p.requires_grad_(False)
+    stem = getattr(getattr(model, "embed", None), "set_frozen", None)
+    if stem and (linear_probe or layers):  # a frozen CNN stem keeps its norm statistics too
+        stem(True)
+
+
+def param_groups_layer_decay(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
+    """timm's layer-wise lr decay (BEiT, MAE): layer l of L learns at lr * decay ** (L-1-l),
+    with the same weight-decay rule as param_groups."""
+    from timm.optim import param_groups_layer_decay as timm_groups
+    skip = list(getattr(model, "no_weight_decay", lambda: set())())
+    return timm_groups(model, weight_decay, no_weight_decay_list=skip, layer_decay=layer_decay)
+
+
 def accuracy_metrics(num_classes: int, prefix: str, validate_args: bool = True) -> MetricCollection:
     """Top-1 (and top-5 beyond 5 classes), micro-averaged. `validate_args=False` skips the
     input checks, which read values back from the device: the training step must not wait."""
@@ -80,16 +113,21 @@ class ImageClassifier(L.LightningModule):
         weight_decay: float = 0.05,
         label_smoothing: float = 0.0,
         warmup_epochs: float = 0.0,
+        warmup_steps: int | None = None,
         min_lr_ratio: float = 0.0,
         stem_lr_scale: float | None = None,
         lr_scaling: str = "none",
         base_batch_size: int = 256,
         batch_size: int | None = None,
+        layer_decay: float | None = None,
+        freeze_layers: int | None = None,
+        linear_probe: bool = False,
     ):
         super().__init__()
         # the model and optimiser factory are rebuilt from the run's config, not pickled
         self.save_hyperparameters(ignore=["model", "optimizer"])
         self.model = model
+        freeze(model, freeze_layers, linear_probe)
         self.optimizer_factory = optimizer
         # class indices, or soft targets (B, C) from Mixup/CutMix; smoothing applies to both
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -173,15 +211,19 @@ class ImageClassifier(L.LightningModule):
             self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
-        opt = self.optimizer_factory(param_groups(self.model, self.hparams.weight_decay,
-                                                  self.hparams.get("stem_lr_scale")))
+        decay = self.hparams.get("layer_decay")
+        opt = self.optimizer_factory(
+            param_groups_layer_decay(self.model, self.hparams.weight_decay, decay) if decay else
+            param_groups(self.model, self.hparams.weight_decay, self.hparams.get("stem_lr_scale")))
         batch = lr_factor(self.hparams.get("lr_scaling", "none"), self.hparams.get("batch_size"),
                           self.hparams.get("base_batch_size", 256))
         for group in opt.param_groups:  # before the schedule records each group's base lr
             group["lr"] *= group.get("lr_scale", 1.0) * batch
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = max(1, self.trainer.max_epochs or 1)
-        warmup = min(total - 1, int(round(self.hparams.warmup_epochs * total / epochs)))
+        steps_set = self.hparams.get("warmup_steps")  # the paper's fine-tuning counts steps
+        warmup = min(total - 1, int(steps_set) if steps_set is not None else
+                     int(round(self.hparams.warmup_epochs * total / epochs)))
         steps, floor = max(1, total - warmup), self.hparams.min_lr_ratio
         # cosine to lr * min_lr_ratio, as a factor so every group (stem included) follows it
         cosine = LambdaLR(opt, lambda s: floor + (1 - floor) * 0.5 * (

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from .build_model import build_model
 from .callbacks.attention import AttentionMaps
 from .callbacks.guards import DivergenceError, InterruptCheckpoint
 from .callbacks.throughput import Throughput
@@ -47,8 +48,8 @@ def build(cfg: DictConfig):
     plan = batch_plan(cfg)
     # a compiled model wants one batch shape: no recompilation, and CUDA graphs can replay
     fixed = {"drop_last": True} if cfg.get("compile") and cfg.data.get("drop_last") is None else {}
+    model = build_model(cfg.model)  # first: a checkpoint that does not fit stops the run early
     datamodule = instantiate(cfg.data, batch_size=plan.device_batch, **fixed)
-    model = instantiate(cfg.model)
     callbacks = instantiate_dict(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]

@@ -10,6 +10,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..build_model import build_model
+
 
 def latest_folder(pattern: str, root: str | Path = "outputs") -> Path | None:
     """The newest folder matching `pattern` under `root` (e.g. "train/runs/*"), or None."""
@@ -21,7 +23,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best.ckpt"):
     """(config, model in eval mode, data module set up for fit, summary) of a run folder."""
     run_dir = Path(run_dir)
     cfg: DictConfig = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    model = instantiate(cfg.model)
+    model = build_model(cfg.model, pretrained=False)
     path = run_dir / "checkpoints" / checkpoint
     if not path.is_file():
         path = run_dir / "checkpoints" / "last.ckpt"

@@ -19,6 +19,8 @@ import torch
 
 RENAMES = {  # timm prefix -> ours
     "patch_embed.proj.": "embed.proj.",
+    "patch_embed.backbone.stem.": "embed.backbone.stem_",  # a hybrid's CNN (features_only names)
+    "patch_embed.backbone.stages.": "embed.backbone.stages_",
     "pos_embed": "pos_embed.weight",
 }
 SAME = ("cls_token", "blocks.", "norm.", "head.")

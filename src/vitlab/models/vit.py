@@ -107,6 +107,13 @@ class VisionTransformer(nn.Module):
         names = {f"pos_embed.{n}" for n, _ in self.pos_embed.named_parameters()}
         return names | ({"cls_token"} if self.cls_token is not None else set())
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Layer groups as timm's VisionTransformer names them (for timm's layer-wise lr decay):
+        embeddings first, then one per block, the final norm with the last block; the head,
+        unmatched, comes last."""
+        return dict(stem=r"^cls_token|^pos_embed|^embed",
+                    blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
     def tokens(self, x: torch.Tensor):
         """Embedded tokens with class token and stem positions, and the token grid."""
         x, grid = self.embed(x)
