@@ -49,10 +49,10 @@ def commands_in(text: str) -> list[str]:
             elif lang in ("bash", "sh", "shell"):
                 found.append(line)
     prose = FENCE.sub("", text)
-    for span in INLINE.findall(prose):
-        span = " ".join(span.split())
-        if span.startswith(("python src/", "make ", "torchrun ")):
-            found.append(span)
+    for span in INLINE.findall(prose):  # `a; b` or `a && b`: each command on its own
+        for part in re.split(r";\s|&&", " ".join(span.split())):
+            if part.strip().startswith(("python src/", "make ", "torchrun ")):
+                found.append(part.strip())
     return [c for c in found if c and not c.startswith("#")]
 
 

@@ -373,12 +373,18 @@ def load_meta(folder: Path) -> dict:
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
+def one_line(command: str) -> str:
+    """meta.yaml's command on one line: each line of a multi-command block its own, after `; `."""
+    lines = (" ".join(line.split()) for line in str(command).strip().splitlines())
+    return "; ".join(line for line in lines if line)
+
+
 def provenance(meta: dict) -> str:
     """The caption under each figure: the command that made the data, on what machine."""
     if not meta.get("command"):
         return ""
     where = ", ".join(str(meta[k]) for k in ("machine", "date") if meta.get(k))
-    return f"*Made by `{' '.join(str(meta['command']).split())}`" + (f" on {where}" if where else "") + ".*"
+    return f"*Made by `{one_line(meta['command'])}`" + (f" on {where}" if where else "") + ".*"
 
 
 def _figure(parts: list[str], fig: Figure, folder: Path, name: str, alt: str, caption: str) -> None:
@@ -409,7 +415,7 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
                                    if tuning else "")
     parts = [f"# {title or 'Study report: ' + folder.name}", ""]
     if meta.get("command"):
-        parts += [f"Command: `{' '.join(str(meta['command']).split())}`  ", "Machine: "
+        parts += [f"Command: `{one_line(meta['command'])}`  ", "Machine: "
                   + ", ".join(str(meta[k]) for k in ("machine", "date") if meta.get(k)), ""]
         if meta.get("note"):
             parts += [str(meta["note"]).strip(), ""]
