@@ -20,7 +20,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from .build_model import build_model
-from .callbacks.attention import AttentionMaps
 from .callbacks.guards import DivergenceError, InterruptCheckpoint
 from .callbacks.throughput import Throughput
 from .config_checks import validate
@@ -158,8 +157,6 @@ def _train(cfg: DictConfig) -> dict:
         throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)
         speed = throughput.images_per_sec if throughput else None  # this process's
         summary["images_per_sec"] = speed * trainer.world_size if speed else None  # all of them
-        attention = next((c for c in trainer.callbacks if isinstance(c, AttentionMaps)), None)
-        summary["attention_distance"] = attention.distance_per_layer if attention else None
         summary["global_step"] = trainer.global_step
         summary["epochs"] = trainer.current_epoch
         summary["skipped_images"] = sorted(_skipped(datamodule))

@@ -1,7 +1,7 @@
 """At the end of training: attention rollout of a few validation images and the mean attention
 distance per head and depth (ViT paper, Fig. 7 right), saved as PNG in the run folder and
-logged to the loggers that take images. The mean distance per layer (over heads) is kept as
-`distance_per_layer` for the run's summary.json, so a study's report can draw it."""
+logged to the loggers that take images. The mean distance per layer (over heads) is kept in
+`summary_values`, which the run copies into summary.json, so a study's report can draw it."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class AttentionMaps(L.Callback):
         self.num_images = num_images  # shown in the rollout figure
         self.max_images = max_images  # averaged over for the distances
         self.key = key
-        self.distance_per_layer: list[float] | None = None  # pixels, one per block
+        self.summary_values: dict = {}  # copied into summary.json: attention_distance, pixels per block
 
     def _images(self, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
         dm = trainer.datamodule
@@ -46,6 +46,6 @@ class AttentionMaps(L.Callback):
         save_and_log(trainer, plot_rollout(images[:n].cpu(), heat.cpu(), labels[:n]),
                      "attention_rollout.png", f"{self.key}/rollout")
         distance = mean_attention_distance(maps, grid, prefix, pixels)
-        self.distance_per_layer = [round(d, 4) for d in distance.mean(dim=1).tolist()]
+        self.summary_values = {"attention_distance": [round(d, 4) for d in distance.mean(dim=1).tolist()]}
         save_and_log(trainer, plot_attention_distance(distance), "attention_distance.png",
                      f"{self.key}/mean_distance")
