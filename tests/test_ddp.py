@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from vitlab.config_checks import validate
 from vitlab.distributed import JOB_ARGS, batch_plan, job_scope, worker_argv
 from vitlab.errors import ConfigError
-from vitlab.module import lr_factor
+from vitlab.optim import lr_factor
 from vitlab.report import load_sweep
 from vitlab.summary import read_summary
 from vitlab.train import train

@@ -17,7 +17,7 @@ from vitlab.build_model import build_model
 from vitlab.errors import ConfigError
 from vitlab.models import HybridEmbed, VisionTransformer
 from vitlab.models import hybrid as hybrid_module
-from vitlab.module import param_groups
+from vitlab.optim import param_groups
 
 
 def embed(**kw):

@@ -37,7 +37,7 @@ from vitlab.models import HybridEmbed, VisionTransformer
 from vitlab.models.pos_embed import Learned2d, RelativeBias, SinCos2d
 from vitlab.models.pos_embed.base import resample_grid_table
 from vitlab.models.pretrained import load_pretrained
-from vitlab.module import freeze, layer_ids, param_groups_layer_decay
+from vitlab.optim import freeze, layer_ids, param_groups_layer_decay
 from vitlab.report import main as report_main
 
 TINY = dict(embed_dim=64, depth=2, num_heads=4, num_classes=10)
@@ -319,7 +319,8 @@ def test_finetune_experiments_build_their_optimiser(experiment):
                           "module.freeze_layers=1"])
     module = instantiate(cfg.module, model=build_model(cfg.model, pretrained=False))
     assert not module.model.embed.proj.weight.requires_grad  # layer 0 frozen
-    module.trainer = SimpleNamespace(estimated_stepping_batches=1000, max_epochs=cfg.trainer.max_epochs)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=1000, max_epochs=cfg.trainer.max_epochs,
+                                     num_training_batches=100, accumulate_grad_batches=1)
     opt = module.configure_optimizers()["optimizer"]
     if experiment == "finetune":  # the paper's SGD, one lr for every layer, no decay
         assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9

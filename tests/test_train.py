@@ -83,8 +83,8 @@ def test_warmup_then_cosine_schedule(compose_cfg):
     cfg = compose_cfg(["module.warmup_epochs=2", "module.min_lr_ratio=0.01",
                        "module.optimizer.lr=1e-3"])
     module = instantiate(cfg.module, model=torch.nn.Linear(4, 10))
-    object.__setattr__(module, "_trainer", SimpleNamespace(estimated_stepping_batches=100,
-                                                           max_epochs=10))
+    object.__setattr__(module, "_trainer", SimpleNamespace(
+        estimated_stepping_batches=100, num_training_batches=10, accumulate_grad_batches=1))
     config = module.configure_optimizers()
     opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
     assert config["lr_scheduler"]["interval"] == "step"
@@ -97,3 +97,18 @@ def test_warmup_then_cosine_schedule(compose_cfg):
     assert lrs[20] == pytest.approx(1e-3, rel=1e-3)               # peak
     assert all(x >= y for x, y in zip(lrs[20:], lrs[21:], strict=False))        # then decays
     assert lrs[-1] == pytest.approx(1e-5, rel=0.1)                # to lr * min_lr_ratio
+
+
+@pytest.mark.parametrize("max_steps, max_epochs, total, warmup", [
+    (300, -1, 300, 10),   # steps only (experiment=finetune): 2 epochs of 10 batches / 2 accumulated
+    (12, 50, 12, 10),     # a step limit before the epochs run out: warm-up still counts epochs
+])
+def test_schedule_follows_the_steps_the_trainer_takes(max_steps, max_epochs, total, warmup):
+    """Warm-up in epochs is counted in this loader's optimiser steps per epoch, whatever ends
+    training (trainer.max_steps or trainer.max_epochs), never as a share of one assumed epoch."""
+    from vitlab.optim import schedule_steps
+
+    trainer = SimpleNamespace(estimated_stepping_batches=total, num_training_batches=10,
+                              accumulate_grad_batches=2, max_epochs=max_epochs, max_steps=max_steps)
+    assert schedule_steps(trainer, warmup_epochs=2) == (total, warmup)
+    assert schedule_steps(trainer, warmup_epochs=2, warmup_steps=7) == (total, 7)

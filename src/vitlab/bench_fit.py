@@ -27,7 +27,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from .build_model import build_model
 from .data.on_device import DeviceLoader, as_uint8
-from .module import param_groups
+from .optim import param_groups
 from .train import build
 
 PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}

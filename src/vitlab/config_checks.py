@@ -18,7 +18,7 @@ from .distributed import batch_plan
 from .errors import ConfigError
 from .models.pos_embed.base import WHERE
 from .models.vit import POOLS
-from .module import LR_SCALING
+from .optim import LR_SCALING
 
 _MISSING = object()
 

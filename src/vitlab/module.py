@@ -1,88 +1,20 @@
-"""The LightningModule: loss, metrics, optimiser and schedule for any image classifier.
+"""The LightningModule: loss and metrics for any image classifier; its optimiser and schedule
+come from optim.py.
 
 It knows nothing of which embedding or positional variant the model uses.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import lightning as L
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR, LinearLR, SequentialLR
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-STEM = "embed.backbone."  # a hybrid's CNN: the parameters `stem_lr_scale` applies to
-LR_SCALING = ("none", "linear", "sqrt")
-
-
-def lr_factor(rule: str, batch_size: int | None, base_batch_size: int) -> float:
-    """The learning-rate multiplier for a global batch: none = 1, linear = batch / base,
-    sqrt = (batch / base) ** 0.5 — the lr in the config is the one meant for `base_batch_size`."""
-    if rule == "none" or batch_size is None:
-        return 1.0
-    ratio = batch_size / base_batch_size
-    return ratio if rule == "linear" else math.sqrt(ratio)
-
-
-def param_groups(model: nn.Module, weight_decay: float,
-                 stem_lr_scale: float | None = None) -> list[dict]:
-    """Two groups: decayed weights, and the rest (norms, biases — ndim <= 1, backbone norms
-    included — plus what the model names in `no_weight_decay()`: class token, positions).
-    With `stem_lr_scale`, a hybrid's CNN gets two more groups (same decay rule) whose
-    `lr_scale` multiplies the optimiser's learning rate."""
-    skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    groups = {(stem, decay): [] for stem in (False, True) for decay in (True, False)}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        stem = stem_lr_scale is not None and name.startswith(STEM)
-        groups[stem, not (p.ndim <= 1 or name in skip)].append(p)
-    out = [
-        {"params": groups[False, True], "weight_decay": weight_decay},
-        {"params": groups[False, False], "weight_decay": 0.0},
-    ]
-    for decay in (True, False):
-        if groups[True, decay]:
-            out.append({"params": groups[True, decay], "lr_scale": stem_lr_scale,
-                        "weight_decay": weight_decay if decay else 0.0})
-    return out
-
-
-def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
-    """timm's layer of every parameter (embeddings 0, block i -> i + 1, the final norm with the
-    last block, the head last) from the model's group_matcher, and the number of layers."""
-    from timm.models import group_parameters
-    ids = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
-    last = max(ids.values())
-    return {n: ids.get(n, last) for n, _ in model.named_parameters()}, last + 1
-
-
-def freeze(model: nn.Module, layers: int | None = None, linear_probe: bool = False) -> None:
-    """No gradients for timm's first `layers` layers (1 = the embeddings, 1 + k = and blocks
-    0..k-1), or for everything but the head (a linear probe)."""
-    if not layers and not linear_probe:
-        return
-    ids, count = layer_ids(model)
-    for name, p in model.named_parameters():
-        if linear_probe and not name.startswith("head."):
-            p.requires_grad_(False)
-        elif layers and ids[name] < layers:
-            p.requires_grad_(False)
-    stem = getattr(getattr(model, "embed", None), "set_frozen", None)
-    if stem and (linear_probe or layers):  # a frozen CNN stem keeps its norm statistics too
-        stem(True)
-
-
-def param_groups_layer_decay(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
-    """timm's layer-wise lr decay (BEiT, MAE): layer l of L learns at lr * decay ** (L-1-l),
-    with the same weight-decay rule as param_groups."""
-    from timm.optim import param_groups_layer_decay as timm_groups
-    skip = list(getattr(model, "no_weight_decay", lambda: set())())
-    return timm_groups(model, weight_decay, no_weight_decay_list=skip, layer_decay=layer_decay)
+from .optim import configure_optimizer, freeze
 
 
 def accuracy_metrics(num_classes: int, prefix: str, validate_args: bool = True) -> MetricCollection:
@@ -211,26 +143,4 @@ class ImageClassifier(L.LightningModule):
             self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     def configure_optimizers(self):
-        decay = self.hparams.get("layer_decay")
-        opt = self.optimizer_factory(
-            param_groups_layer_decay(self.model, self.hparams.weight_decay, decay) if decay else
-            param_groups(self.model, self.hparams.weight_decay, self.hparams.get("stem_lr_scale")))
-        batch = lr_factor(self.hparams.get("lr_scaling", "none"), self.hparams.get("batch_size"),
-                          self.hparams.get("base_batch_size", 256))
-        for group in opt.param_groups:  # before the schedule records each group's base lr
-            group["lr"] *= group.get("lr_scale", 1.0) * batch
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = max(1, self.trainer.max_epochs or 1)
-        steps_set = self.hparams.get("warmup_steps")  # the paper's fine-tuning counts steps
-        warmup = min(total - 1, int(steps_set) if steps_set is not None else
-                     int(round(self.hparams.warmup_epochs * total / epochs)))
-        steps, floor = max(1, total - warmup), self.hparams.min_lr_ratio
-        # cosine to lr * min_lr_ratio, as a factor so every group (stem included) follows it
-        cosine = LambdaLR(opt, lambda s: floor + (1 - floor) * 0.5 * (
-            1 + math.cos(math.pi * min(s, steps) / steps)))
-        if warmup > 0:  # linear warm-up, then cosine decay, stepped every optimiser step
-            ramp = LinearLR(opt, start_factor=1.0 / (warmup + 1), total_iters=warmup)
-            sched = SequentialLR(opt, [ramp, cosine], milestones=[warmup])
-        else:
-            sched = cosine
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return configure_optimizer(self.model, self.optimizer_factory, self.trainer, **self.hparams)
