@@ -11,17 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from .build_model import build_model
 from .config_checks import validate
 from .errors import ConfigError
+from .run_folder import run_config
 from .summary import write_summary
-
-
-def run_config(ckpt_path: Path) -> DictConfig:
-    """The resolved config saved by Hydra in the run folder that holds the checkpoint."""
-    for parent in ckpt_path.resolve().parents:
-        saved = parent / ".hydra" / "config.yaml"
-        if saved.is_file():
-            return OmegaConf.load(saved)
-    raise ConfigError(f"ckpt_path={ckpt_path}: no .hydra/config.yaml in any parent folder "
-                      f"(the checkpoint must lie inside a vitlab run folder)")
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

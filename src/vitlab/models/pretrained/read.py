@@ -37,12 +37,9 @@ class Source:
 
 def resolve(path: str | Path) -> Path:
     """A file, or a vitlab run folder (its best checkpoint, else checkpoints/last.ckpt)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        from ...summary import read_summary  # a run folder written by train.py
-        summary = read_summary(path) if (path / "summary.json").is_file() else {}
-        best = (summary or {}).get("best_checkpoint")
-        path = Path(best) if best and Path(best).is_file() else path / "checkpoints" / "last.ckpt"
+    from ...run_folder import checkpoint_of  # a run folder written by train.py
+
+    path = checkpoint_of(path)
     if not path.is_file():
         raise ConfigError(f"model.pretrained: no checkpoint file at {path.resolve()}")
     if path.suffix not in (".npz", ".safetensors", *TORCH_SUFFIXES):
