@@ -6,20 +6,13 @@ import hydra
 from omegaconf import DictConfig
 
 from vitlab.cli import check_command_line
-from vitlab.errors import user_error
+from vitlab.errors import run_or_exit
 from vitlab.evaluate import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    try:
-        metrics = evaluate(cfg)
-    except Exception as e:  # only user-fixable errors are handled here
-        error = user_error(e)
-        if error is None:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    metrics = run_or_exit(evaluate, cfg)
     acc = metrics.get(f"{cfg.split}/acc")
     print(f"{cfg.split} accuracy: {acc:.4f}")
 

@@ -194,3 +194,19 @@ def test_a_variants_own_tuned_knob_is_listed_and_marked_not_tuned_where_it_has_n
     assert "| relative | 1/1 | 0.9000 | 0.002 | 0.9 |" in text
     assert "| sincos_2d | 1/1 | 0.9000 | 0.001 | not tuned |" in text
     assert "where a configuration has it: `model.pos_embed.init_std: tag(log, interval(0.01, 2.0))`" in text
+
+
+def test_a_study_without_accuracies_is_ranked_and_drawn_by_its_throughput(tmp_path):
+    for i, (source, speed) in enumerate([("imagefolder", 100.0), ("cache", 900.0), ("shards", 300.0)]):
+        job = tmp_path / str(i)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"source={source}"]))
+        (job / "summary.json").write_text(json.dumps({"status": "completed", "images_per_sec": speed}))
+    report = write_report(tmp_path).read_text()
+    assert "## Ranking (throughput, images/s" in report
+    rows = [line for line in report.splitlines() if line.startswith(("| 1 ", "| 2 ", "| 3 "))]
+    ranked = [row.split(" | ")[1] for row in rows]
+    assert ranked == ["cache", "shards", "imagefolder"]
+    assert (tmp_path / "images_per_sec.png").is_file()
+    assert not (tmp_path / "top1.png").exists()
+    assert "top1.png" not in report

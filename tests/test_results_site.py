@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 from conftest import ROOT
+from matplotlib.figure import Figure
 
 from vitlab.report import write_report
 from vitlab.results_site import build, keep
@@ -74,15 +75,23 @@ def test_figures_are_averaged_over_seeds_and_drawn_only_where_the_data_is(tmp_pa
     assert "*Made by" not in report  # no meta.yaml: an ordinary sweep, no caption
 
 
-def test_every_kept_study_is_drawn_from_its_own_data(tmp_path):
+def test_every_kept_study_is_drawn_from_its_own_data(tmp_path, monkeypatch):
     """The committed report.md of each kept study is what its data gives today, its meta.yaml
-    says how the data was made, and every figure it shows is committed."""
+    says how the data was made, and every figure it shows is committed and has data on it
+    (a throughput study is drawn by throughput, not as an empty accuracy chart)."""
+    drawn = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: (
+        drawn.append((Path(path).name, fig)), savefig(fig, path, **kw))[1])
     studies = sorted(p for p in DATA.iterdir() if p.is_dir()) if DATA.is_dir() else []
     for study in studies:
         meta = yaml.safe_load((study / "meta.yaml").read_text())
         assert {"title", "command", "machine", "date"} <= set(meta), study.name
         copy = shutil.copytree(study, tmp_path / study.name)
+        drawn.clear()
         fresh = write_report(copy).read_text()
+        for name, fig in drawn:
+            assert fig.axes and all(ax.has_data() for ax in fig.axes), f"{study.name}/{name} is empty"
         assert fresh == (study / "report.md").read_text(), f"{study.name}: run `make results`"
         for png in re.findall(r"\]\((\w+\.png)\)", fresh):
             assert (study / png).is_file(), f"{study.name}/{png}: run `make results` and commit it"

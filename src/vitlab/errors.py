@@ -1,5 +1,7 @@
 """Errors that name their cause in one line: shown to the user without a traceback."""
 
+import sys
+
 
 class VitlabError(Exception):
     """Base class for input errors a user can fix (config, data, weights)."""
@@ -11,6 +13,19 @@ class ConfigError(VitlabError):
 
 class DataError(VitlabError):
     """A dataset is missing, corrupt or inconsistent; the message names the path."""
+
+
+def run_or_exit(fn, *args, **kwargs):
+    """`fn(*args, **kwargs)`; a user-fixable error instead ends the command with its one line on
+    stderr and exit code 2 (any other error propagates with its traceback: a bug)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:
+        error = user_error(e)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def user_error(error: BaseException | None) -> VitlabError | None:

@@ -1,7 +1,8 @@
 """A sweep's runs as a table and plots: `python -m vitlab.report <sweep folder>`.
 
 Reads every job folder's summary.json and .hydra/overrides.yaml (no logger service needed) and
-writes report.md, top1.png and, for data-size studies, accuracy_vs_fraction.png into the sweep
+writes report.md, top1.png (a study without accuracies, e.g. a loader benchmark: ranked by
+and drawn as images_per_sec.png) and, for data-size studies, accuracy_vs_fraction.png into the sweep
 folder; where runs recorded their mean attention distance per layer (summary.json
 `attention_distance`), a table and attention_distance.png (one line per configuration; in a
 data-size study, at the largest fraction), and for learned positional tables pos_similarity.png.
@@ -31,6 +32,12 @@ META = "meta.yaml"     # optional: title, command, machine, date of a kept study
 TUNING = "tuned.yaml"  # hydra/sweeper=tuned's record: per configuration, its trials and chosen values
 METRICS = ("top1", "top5", "parameters", "images_per_sec", "wall_time_s")
 FIGURE_DATA = ("pos_similarity",)  # written by a callback into summary.json, drawn as a figure
+# What a study is ranked by and draws: the first of these its completed runs measured (a loader
+# benchmark has throughput, no accuracy). key: (heading, axis label, figure file, [0, 1] scale)
+MEASURES = {
+    "top1": ("test accuracy", "Test top-1 accuracy", "top1.png", True),
+    "images_per_sec": ("throughput, images/s", "Images per second", "images_per_sec.png", False),
+}
 
 
 @dataclass
@@ -138,9 +145,15 @@ def _mean_lists(lists: list) -> list[float] | None:
     return [statistics.fmean(column) for column in zip(*lists, strict=True)]
 
 
-def aggregate(runs: list[Run], keys: list[str]) -> list[dict]:
+def study_measure(runs: list[Run]) -> str | None:
+    """The measure a study ranks and draws by: top-1 where any run has it, else throughput."""
+    done = [r for r in runs if r.status == "completed"]
+    return next((m for m in MEASURES if any(r.metrics.get(m) is not None for r in done)), None)
+
+
+def aggregate(runs: list[Run], keys: list[str], measure: str | None = "top1") -> list[dict]:
     """One row per configuration: its key values, completed/total runs and (mean, std) of each
-    metric over the completed runs; ranked by top-1 (configurations without any last)."""
+    metric over the completed runs; ranked by `measure`, highest first (those without it last)."""
     groups = defaultdict(list)
     for r in runs:
         groups[tuple(r.params.get(k) for k in keys)].append(r)
@@ -155,7 +168,8 @@ def aggregate(runs: list[Run], keys: list[str]) -> list[dict]:
         row["pos_similarity"] = similarity and {"grid": similarity[0]["grid"],
                                                 "values": _mean_table([s["values"] for s in similarity])}
         rows.append(row)
-    rows.sort(key=lambda row: -row["top1"][0] if row["top1"] else float("inf"))
+    if measure:
+        rows.sort(key=lambda row: -row[measure][0] if row[measure] else float("inf"))
     return rows
 
 
@@ -272,17 +286,22 @@ def tuning_section(tuning: dict, trials: list[Run]) -> list[str]:
             f"seeds {seeds} (the ranking below, on the test split).", ""]
 
 
-def plot_top1(rows: list[dict], keys: list[str]) -> Figure:
-    rows = [row for row in rows if row["top1"]][::-1]  # best at the top
+def plot_top1(rows: list[dict], keys: list[str], measure: str = "top1") -> Figure | None:
+    """Each configuration's measure as a bar, best at the top; None when no row has it."""
+    rows = [row for row in rows if row[measure]][::-1]
+    if not rows:
+        return None
+    _, label, _, unit_scale = MEASURES[measure]
     fig = Figure(figsize=(6.5, 1.2 + 0.35 * len(rows)), layout="constrained")
     ax = fig.add_subplot()
     labels = [", ".join(_short(row["config"][k]) for k in keys) or "all" for row in rows]
-    ax.barh(labels, [r["top1"][0] for r in rows], xerr=[r["top1"][1] for r in rows], capsize=3,
+    ax.barh(labels, [r[measure][0] for r in rows], xerr=[r[measure][1] for r in rows], capsize=3,
             color="tab:blue", alpha=0.8)
-    ax.set_xlabel("Test top-1 accuracy (mean ± std over seeds)")
+    ax.set_xlabel(f"{label} (mean ± std over seeds)")
     ax.tick_params(axis="y", labelsize=8)
-    lo = min((r["top1"][0] - r["top1"][1] for r in rows), default=0)
-    ax.set_xlim(max(0.0, lo - 0.05), 1.0)
+    if unit_scale:
+        lo = min((r[measure][0] - r[measure][1] for r in rows), default=0)
+        ax.set_xlim(max(0.0, lo - 0.05), 1.0)
     return fig
 
 
@@ -387,7 +406,9 @@ def provenance(meta: dict) -> str:
     return f"*Made by `{one_line(meta['command'])}`" + (f" on {where}" if where else "") + ".*"
 
 
-def _figure(parts: list[str], fig: Figure, folder: Path, name: str, alt: str, caption: str) -> None:
+def _figure(parts: list[str], fig: Figure | None, folder: Path, name: str, alt: str, caption: str) -> None:
+    if fig is None:  # nothing to draw: no figure, rather than an empty one
+        return
     fig.savefig(folder / name, dpi=120, metadata={"Software": None})  # same data, same bytes
     parts += [f"![{alt}]({name})", ""] + ([caption, ""] if caption else [])
 
@@ -409,7 +430,8 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
     if tuning:  # each configuration with its chosen values, even where one run alone
         keys = [*tuned_keys(tuning), *(k for k in keys if k not in tuned_keys(tuning))]
         common = {k: v for k, v in common.items() if k not in keys}
-    rows = aggregate(ranked, keys)
+    measure = study_measure(ranked)
+    rows = aggregate(ranked, keys, measure)
     done = sum(r.status == "completed" for r in runs)
     count = f"{len(runs)} runs" + (f" ({len(trials)} tuning trials, {len(ranked)} final runs)"
                                    if tuning else "")
@@ -423,10 +445,14 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
               + (", ".join(f"`{k}={v}`" for k, v in common.items()) or "none") + ".", ""]
     if tuning:
         parts += tuning_section(tuning, trials)
-    parts += ["## Ranking (test accuracy, mean ± std over seeds)", "", markdown_table(rows, keys), ""]
-    _figure(parts, plot_top1(rows, keys), folder, "top1.png", "top-1", caption)
+    heading = MEASURES[measure][0] if measure else "no run measured accuracy or throughput"
+    parts += [f"## Ranking ({heading}, mean ± std over seeds)", "", markdown_table(rows, keys), ""]
+    if measure:
+        _, _, name, _ = MEASURES[measure]
+        alt = {"top1": "top-1"}.get(measure, measure)
+        _figure(parts, plot_top1(rows, keys, measure), folder, name, alt, caption)
     frac_key = next((k for k in FRACTION_KEYS if k in keys), None)
-    if frac_key:
+    if frac_key and any(row["top1"] for row in rows):
         series_keys = [k for k in keys if k != frac_key]
         parts += ["## Accuracy vs training-set size (top-1, mean ± std)", "",
                   fraction_table(rows, frac_key, series_keys), ""]

@@ -22,7 +22,8 @@ import yaml
 from .report import META, TUNING, load_meta, provenance, write_report
 
 KEPT = (".hydra/overrides.yaml", "summary.json")  # per job: all the report reads
-HEADLINE = ("accuracy_vs_fraction.png", "top1.png")  # the figure the index shows, first found
+HEADLINE = (  # the figure the index shows, first found
+    "accuracy_vs_fraction.png", "top1.png", "images_per_sec.png")
 
 
 def studies(root: Path) -> list[Path]:

@@ -160,6 +160,7 @@ def _train(cfg: DictConfig) -> dict:
         summary["global_step"] = trainer.global_step
         summary["epochs"] = trainer.current_epoch
         summary["skipped_images"] = sorted(_skipped(datamodule))
+        summary["classes"] = [str(c) for c in getattr(datamodule, "classes", ())]  # for export, predict
         for callback in trainer.callbacks:  # figures' data (attention distance, ...) for reports
             summary.update(getattr(callback, "summary_values", {}))
         summary["finished_at"] = round(time.time(), 3)
