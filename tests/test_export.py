@@ -40,7 +40,8 @@ def test_timm_builds_the_exported_folder_with_vitlabs_logits(tmp_path, overrides
 
 @pytest.mark.slow
 def test_the_r50_hybrid_exports_to_timms_hybrid(tmp_path):
-    run = make_run(tmp_path / "run", ["model=vit_hybrid_r50_b16", "model.depth=2"])
+    run = make_run(tmp_path / "run", ["model=vit_hybrid_r50_b16", "model.depth=1",
+                                          "model.embed_dim=64", "model.num_heads=2"])
     folder = export(run, "timm", tmp_path / "timm")
     assert json.loads((folder / "config.json").read_text())["architecture"] == "vit_base_r50_s16_224"
     assert_timm_logits(run, folder)

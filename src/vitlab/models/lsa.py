@@ -28,7 +28,8 @@ class LocalitySelfAttention(Attention):
         q, k, v, bias = super()._qkv(x, pos)
         q = q * (self.temperature / self.scale).to(q.dtype).view(1, -1, 1, 1)
         n = q.shape[-2]
-        diagonal = torch.eye(n, dtype=torch.bool, device=q.device)
+        index = torch.arange(n, device=q.device)  # not torch.eye: onnxruntime has no bool EyeLike
+        diagonal = index[:, None] == index[None, :]
         mask = torch.zeros(n, n, dtype=q.dtype, device=q.device).masked_fill(diagonal, float("-inf"))
         return q, k, v, mask if bias is None else bias + mask
 
