@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import ROOT, compose_config, run_entry
 from omegaconf import OmegaConf
@@ -126,6 +127,50 @@ def test_two_process_ddp_reaches_the_same_loss_as_one_process(tmp_path):
     assert one["train"][0] != pytest.approx(one["train"][2], rel=1e-3)  # it did train
 
 
+@pytest.mark.slow
+def test_a_nan_seen_by_one_rank_stops_every_rank_at_that_step(tmp_path):
+    """Only rank 1's batch at step 2 is NaN: the ranks decide together (FiniteLoss gathers each
+    rank's first bad step), so rank 0 stops at the same step with the same line instead of
+    waiting in the next all-reduce for a rank that has gone."""
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), *TINY, "trainer=ddp_cpu", "test=false",
+         "+trainer.limit_train_batches=5", "+callbacks.poison._target_=poison.NaNOnRank",
+         f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=_probe_env(), capture_output=True, text=True,
+        timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    # the step counts the optimiser step taken with that batch (as on one process)
+    line = "error: training loss is nan at step 3 (epoch 0) on rank 1; last good checkpoint: none yet"
+    assert result.stderr.count(line) == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    summary = read_summary(run_dir)
+    assert (summary["status"], summary["global_step"]) == ("diverged", 3)
+    assert not (run_dir / "checkpoints" / "last.ckpt").exists()  # nothing saved from the NaN state
+
+
+def _probe_env() -> dict:
+    """The environment for a run whose config names a callback of tests/poison.py."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline",
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.slow
+def test_each_rank_draws_its_own_stream_and_the_checkpoint_keeps_each(tmp_path):
+    """Rank r is seeded with seed + r after the model is built (so dropout masks differ across
+    ranks), and the checkpoint keeps both ranks' generators (RNGState gathers them)."""
+    folder = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), *TINY, "trainer=ddp_cpu", "test=false",
+         "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+         "+callbacks.draw._target_=poison.DrawPerRank", f"hydra.run.dir={folder}"],
+        cwd=tmp_path, env=_probe_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    draws = [(folder / f"rank{r}_epoch0.txt").read_text() for r in (0, 1)]
+    assert draws[0] != draws[1]
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    states = saved["callbacks"]["RNGState"]["ranks"]
+    assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
+
+
 def _only_sweep(cwd: Path) -> Path:
     sweeps = list((cwd / "outputs" / "train" / "multiruns").iterdir())
     assert len(sweeps) == 1, f"workers started sweeps of their own: {sweeps}"
@@ -190,3 +235,9 @@ def test_torchrun_runs_ranks_in_one_named_folder(tmp_path):
     summary = read_summary(run_dir)
     assert summary["status"] == "completed" and summary["batch"]["world_size"] == 2
     assert yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    # the folder now holds a run: rank 0 refuses, and rank 1 hears it rather than wait in DDP's setup
+    again = subprocess.run([*cmd, f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+    refusal = f"error: run folder {run_dir} already holds a run (completed)"
+    assert again.returncode != 0 and again.stderr.count(refusal) == 2, again.stderr[-3000:]
+    assert read_summary(run_dir)["status"] == "completed"

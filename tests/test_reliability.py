@@ -142,3 +142,21 @@ def test_summary_writes_are_atomic(tmp_path, monkeypatch):
         write_summary(tmp_path, {"status": "completed", "n": 2})
     assert read_summary(tmp_path) == {"status": "running", "n": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no half-written leftovers
+
+
+@pytest.mark.parametrize("world,rank,restored", [(2, 1, 1), (2, 0, 0), (3, 2, None), (1, 0, 0)])
+def test_each_rank_restores_its_own_generators(monkeypatch, world, rank, restored):
+    """A checkpoint of a 2-process run holds both ranks' states: rank r takes its own; a rank the
+    checkpoint has no state for (another world size) keeps its own seed's stream."""
+    import vitlab.callbacks.rng_state as rng
+
+    saved = []
+    for seed in (10, 11):
+        torch.manual_seed(seed)
+        saved.append(rng.generator_state())
+    torch.manual_seed(99)
+    before = torch.get_rng_state()
+    monkeypatch.setattr(rng, "_world", lambda: (rank, world))
+    rng.RNGState().load_state_dict({"ranks": saved})
+    expected = before if restored is None else saved[restored]["torch"]
+    assert torch.equal(torch.get_rng_state(), expected)

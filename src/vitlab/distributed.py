@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import ConfigError
 
 JOB_ARGS = "VITLAB_JOB_ARGS"  # rank 0 -> the workers Lightning starts: which job to run, where
+SPAWNED = "VITLAB_SPAWNED_WORKER"  # rank 0 -> the workers Lightning starts: rank 0 checked already
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,23 @@ def batch_plan(cfg: DictConfig) -> BatchPlan:
                           f"data.max_device_batch={cap} cannot split into {k} equal micro-batches; "
                           f"use a global batch that is a multiple of {w * k}")
     return BatchPlan(global_batch=g, world_size=w, accumulate=k, device_batch=per_process // k)
+
+
+def refuse_on_every_rank(trainer, refusal: str | None) -> None:
+    """End every process with rank 0's one-line refusal (`refusal`: its ConfigError message, or
+    None), so that no rank waits for the others in a collective until its timeout.
+
+    Where every process exists already (torchrun, SLURM, submitit), the process group is set up
+    now (Lightning's fit reuses it) and rank 0's verdict broadcast. Where Lightning will start the
+    workers, rank 0 refuses before they exist, and the workers it starts skip the check."""
+    if trainer.world_size > 1 and SPAWNED not in os.environ:
+        if trainer.strategy.cluster_environment.creates_processes_externally:
+            trainer.strategy.setup_environment()
+            refusal = trainer.strategy.broadcast(refusal, src=0)
+        elif trainer.is_global_zero:
+            os.environ[SPAWNED] = "1"  # job_scope restores the environment afterwards
+    if refusal:
+        raise ConfigError(refusal)
 
 
 def slurm_requeued(run_dir) -> bool:

@@ -84,11 +84,27 @@ class WandbLogger(LightningWandbLogger):
             self._experiment = None
 
 
+# config keys whose values are credentials (a store client's keys, tokens): logged as keys only
+SECRET_KEYS = ("storage_options",)
+REDACTED = "<redacted>"
+
+
+def redact_secrets(node):
+    """`node` (a plain container) with every value under a SECRET_KEYS key replaced by REDACTED."""
+    if isinstance(node, dict):
+        return {k: ({kk: REDACTED for kk in v} if isinstance(v, dict) else REDACTED if v else v)
+                if k in SECRET_KEYS else redact_secrets(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [redact_secrets(v) for v in node]
+    return node
+
+
 def _resolved(cfg: DictConfig) -> dict:
     try:
-        return OmegaConf.to_container(cfg, resolve=True)
+        config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # e.g. ${hydra:...} when composed outside a Hydra run (tests, notebooks)
-        return OmegaConf.to_container(cfg, resolve=False)
+        config = OmegaConf.to_container(cfg, resolve=False)
+    return redact_secrets(config)
 
 
 def log_run_config(loggers: list, cfg: DictConfig, parameters: int) -> None:

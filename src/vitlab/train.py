@@ -23,7 +23,7 @@ from .build_model import build_model
 from .callbacks.guards import DivergenceError, InterruptCheckpoint
 from .callbacks.throughput import Throughput
 from .config_checks import validate
-from .distributed import batch_plan, job_scope, slurm_requeued
+from .distributed import batch_plan, job_scope, refuse_on_every_rank, slurm_requeued
 from .errors import ConfigError
 from .fp8 import float8_training
 from .loggers import finish_loggers, log_run_config
@@ -118,8 +118,17 @@ def _train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, module, trainer = build(cfg)
     rank0 = trainer.is_global_zero  # known once the Trainer exists (SLURM, torchrun, submitit)
+    if trainer.world_size > 1:  # the model is built alike on every rank; from here each its own
+        # streams (dropout, drop-path, augmentation), as timm seeds them; Lightning's DDP setup
+        # re-seeds every rank from PL_GLOBAL_SEED, which this sets too
+        L.seed_everything(cfg.seed + trainer.global_rank, workers=True, verbose=False)
+    refusal = None
     if rank0:
-        check_run_dir(run_dir, resuming=ckpt_path is not None or slurm_requeued(run_dir))
+        try:
+            check_run_dir(run_dir, resuming=ckpt_path is not None or slurm_requeued(run_dir))
+        except ConfigError as error:
+            refusal = str(error)
+    refuse_on_every_rank(trainer, refusal)
     datamodule.setup("fit")
     summary = {
         "status": "running",

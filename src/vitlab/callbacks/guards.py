@@ -38,9 +38,12 @@ class FiniteLoss(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None:
-            return
-        loss = loss.detach().double()
+        if loss is not None:
+            self._record(trainer, loss.detach().double())
+        if self._due(trainer):  # the same steps on every rank: the check is collective
+            self._check(trainer)
+
+    def _record(self, trainer, loss: torch.Tensor) -> None:
         if self._first_bad is None or self._first_bad.device != loss.device:
             self._first_bad = torch.full((3,), -1.0, dtype=torch.double, device=loss.device)
         bad = ~torch.isfinite(loss) & (self._first_bad[0] < 0)
@@ -48,12 +51,10 @@ class FiniteLoss(L.Callback):
         found = torch.stack([torch.full_like(loss, trainer.global_step),
                              torch.full_like(loss, trainer.current_epoch), loss])
         self._first_bad = torch.where(bad, found, self._first_bad)
-        if self._due(trainer, loss):
-            self._check(trainer)
 
-    def _due(self, trainer, loss: torch.Tensor) -> bool:
+    def _due(self, trainer) -> bool:
         every = self.check_every_n_steps or max(1, trainer.log_every_n_steps)
-        return loss.device.type == "cpu" or trainer.global_step % every == 0
+        return trainer.strategy.root_device.type == "cpu" or trainer.global_step % every == 0
 
     def on_validation_start(self, trainer, pl_module):  # before this epoch's checkpoints
         self._check(trainer)
@@ -62,14 +63,22 @@ class FiniteLoss(L.Callback):
         self._check(trainer)
 
     def _check(self, trainer) -> None:
-        if self._first_bad is None:
-            return
-        step, epoch, loss = self._first_bad.tolist()
+        first = self._first_bad
+        if first is None:
+            first = torch.full((3,), -1.0, dtype=torch.double, device=trainer.strategy.root_device)
+        rank = 0
+        if trainer.world_size > 1:  # decided across ranks: all stop at the same step, same line
+            every = trainer.strategy.all_gather(first).reshape(-1, 3)
+            steps = torch.where(every[:, 0] >= 0, every[:, 0], torch.inf)
+            rank = int(torch.argmin(steps))  # the earliest bad step; the lowest rank on a tie
+            first = every[rank]
+        step, epoch, loss = first.tolist()
         if step < 0:
             return
+        where = f" on rank {rank}" if trainer.world_size > 1 else ""
         good = last_checkpoint(trainer) or "none yet"
         raise DivergenceError(
-            f"training loss is {loss} at step {int(step)} (epoch {int(epoch)}); last good "
+            f"training loss is {loss} at step {int(step)} (epoch {int(epoch)}){where}; last good "
             f"checkpoint: {good}. Lower module.optimizer.lr, raise module.warmup_epochs or check the data")
 
 
