@@ -24,7 +24,8 @@ FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 PLACEHOLDER = re.compile(r"<[^<>]*>|\.\.\.|…")
 ENTRIES = {"src/train.py": "train", "src/eval.py": "eval", "src/bench.py": "bench",
-           "src/bench_data.py": "bench_data", "src/gpu_check.py": "gpu_check"}  # script -> its config
+           "src/bench_data.py": "bench_data", "src/gpu_check.py": "gpu_check",
+           "src/probe.py": "probe"}  # script -> its config
 MAKE_ARGS = {"train": "train", "study-posemb": "train", "study-posemb-tuned": "train",
              "study-hybrid": "train", "bench": "bench", "gpu-check": "gpu_check"}  # ARGS -> a config
 STUDY_BASE = {"study-posemb": ["experiment=posemb_ablation"], "study-hybrid": ["experiment=hybrid_vs_pure"],

@@ -134,3 +134,45 @@ def test_cka_matrix_covers_every_models_layers_symmetric_with_unit_diagonal(make
     torch.testing.assert_close(m, m.T)
     assert ((m > 0) & (m <= 1 + 1e-6)).all()
     assert not any(module._forward_hooks for module in model.modules())  # hooks removed
+
+
+def test_run_probes_returns_every_asked_probe_as_summary_values_and_refuses_untiled_grids():
+    from omegaconf import OmegaConf
+
+    from vitlab.analysis.probes.run import first_images, run_probes
+    from vitlab.errors import ConfigError
+
+    batches = first_images(blobs(), 8)
+    assert sum(len(y) for _, y in batches) == 8
+    probes = OmegaConf.create(dict(shift=[0, 8], shuffle=[1], occlusion=[], occlusion_patch=4, cka=False))
+    # moved off the centre pixel every image scores 0 everywhere: argmax says class 0, 3 of the 8 labels
+    assert run_probes(Centre(), batches, probes) == {"shift": {"0": 1.0, "8": 0.375}, "shuffle": {"1": 1.0}}
+    with pytest.raises(ConfigError, match=r"^probes.shuffle: a 3x3 grid does not divide the 16x16 image"):
+        run_probes(Centre(), batches, OmegaConf.create(dict(shuffle=[3])))
+
+
+@pytest.mark.slow
+def test_probe_command_runs_on_a_trained_run_folder(tmp_path):
+    import json
+
+    from conftest import run_entry
+
+    train = run_entry("train.py", ["model=mlp", "trainer.max_epochs=1", "+trainer.limit_train_batches=4",
+                                   "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'run'}"],
+                      cwd=tmp_path)
+    assert train.returncode == 0, train.stderr[-3000:]
+    result = run_entry("probe.py", [f"ckpt_path={tmp_path / 'run'}", "probes.images=64",
+                                    f"hydra.run.dir={tmp_path / 'probe'}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "probe" / "summary.json").read_text())
+    test_acc = json.loads((tmp_path / "run" / "summary.json").read_text())["test"]["test/acc"]
+    probes = summary["probes"]
+    assert summary["images"] == 64 and set(probes) == {"shift", "shuffle", "occlusion", "cka"}
+    # unperturbed, the probes see what the test saw (on the first 64 of its images)
+    assert probes["shift"]["0"] == probes["shuffle"]["1"] == probes["occlusion"]["0.0"]
+    assert abs(probes["shift"]["0"] - test_acc) < 0.2
+    assert probes["cka"]["layers"] == ["layers.0", "layers.1"]
+    bad = run_entry("probe.py", [f"ckpt_path={tmp_path / 'run'}", "probes.occlusion_patch=5",
+                                 f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == \
+        "error: probes.occlusion_patch=5 does not divide the 32x32 image"
