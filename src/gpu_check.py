@@ -41,6 +41,8 @@ SMALL_IMAGES = {"vit_micro", "vit_lite", "vit_hybrid", "vit_hybrid_lite", "cct_7
 # count would change there) are refused by the model, by design, so they are not tried with it
 LATE_CLASS_TOKEN = {"convit_tiny"}
 IN_ATTENTION = {"relative", "relative_bias", "rope_2d"}
+# the lecture's baselines are no ViTs: no positional variants, no toy ViT sizes; 32 px presets
+BASELINES = {"mlp", "cnn"}
 NO_FIGURES = ["~callbacks.attention", "~callbacks.confusion_matrix", "~callbacks.pos_similarity"]
 QUIET = ["trainer.enable_progress_bar=false", *NO_FIGURES]
 NO_CHECKPOINTS = ["~callbacks.model_checkpoint", "~callbacks.last_checkpoint"]  # a few steps: nothing to keep
@@ -118,7 +120,8 @@ class Check:
     def presets(self) -> Result:
         models, variants = presets("model"), presets("model/pos_embed")
         late = sorted(LATE_CLASS_TOKEN & set(models))
-        models = [m for m in models if m not in late]
+        baselines = sorted(BASELINES & set(models))
+        models = [m for m in models if m not in late and m not in baselines]
         if self.dry:  # toy sizes on a CPU: every preset once, every variant on one preset
             sweeps = [(models, ["learned_1d"], 64, 1), (late, ["learned_1d"], 64, 2),
                       (["vit_micro"], variants, 64, 1)]
@@ -127,6 +130,7 @@ class Check:
             sweeps = [(ms, variants, size, None) for i in range(n)
                       for size, ms in by_image_size(models[i::n]) if ms]
             sweeps += [(late, [v for v in variants if v not in IN_ATTENTION], 224, None)]
+        sweeps += [(baselines, [], 32, None)]
         sweeps = [s for s in sweeps if s[0]]
         t0, status = time.time(), "ok"
         procs = [self.sweep(i, *s) for i, s in enumerate(sweeps)]
@@ -145,7 +149,7 @@ class Check:
             else:
                 job = (summary.parent / ".hydra" / "overrides.yaml").read_text().split("\n")[:2]
                 failed.append(f"{' '.join(o.strip('- ') for o in job)}: {s.get('error', '?')[:150]}")
-        expected = sum(len(s[0]) * len(s[1]) for s in sweeps)
+        expected = sum(len(s[0]) * max(1, len(s[1])) for s in sweeps)
         if status == "ok" and (failed or done < expected):
             status = "FAILED"
         return Result("presets", status, figures={"completed": done, "of": expected},
@@ -154,10 +158,12 @@ class Check:
     def sweep(self, i: int, models: list[str], variants: list[str], img_size: int, depth: int | None):
         """One multirun of models x variants, a few steps each, as a background process; `depth`:
         the toy depth of a dry run (2 where a class token joins after block 0)."""
-        toy = ["model.embed_dim=32", f"model.depth={depth}", "model.num_heads=2"] if self.dry else []
-        if self.dry and depth > 1:
+        vit = self.dry and variants  # toy ViT sizes; the baselines keep theirs
+        toy = ["model.embed_dim=32", f"model.depth={depth}", "model.num_heads=2"] if vit else []
+        if self.dry and variants and depth > 1:
             toy.append("model.attention.local_blocks=1")  # GPSA, then the class token, then a block
-        cmd = py("train.py", "-m", f"model={','.join(models)}", f"model/pos_embed={','.join(variants)}",
+        variant = [f"model/pos_embed={','.join(variants)}"] if variants else []  # baselines: none
+        cmd = py("train.py", "-m", f"model={','.join(models)}", *variant,
                  "data=fake", f"data.img_size={img_size}", "data.batch_size=8", "+trainer.max_steps=3",
                  "+trainer.limit_val_batches=1", "test=false", self.trainer(), *toy, *QUIET, *NO_CHECKPOINTS,
                  f"hydra.sweep.dir={self.work / f'presets_{i}'}")

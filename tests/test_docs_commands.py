@@ -25,7 +25,7 @@ INLINE = re.compile(r"(?<!`)`([^`]+)`(?!`)")
 PLACEHOLDER = re.compile(r"<[^<>]*>|\.\.\.|…")
 ENTRIES = {"src/train.py": "train", "src/eval.py": "eval", "src/bench.py": "bench",
            "src/bench_data.py": "bench_data", "src/gpu_check.py": "gpu_check",
-           "src/predict.py": "predict"}  # script -> its config
+           "src/predict.py": "predict", "src/probe.py": "probe"}  # script -> its config
 MAKE_ARGS = {"train": "train", "study-posemb": "train", "study-posemb-tuned": "train",
              "study-hybrid": "train", "bench": "bench", "gpu-check": "gpu_check"}  # ARGS -> a config
 STUDY_BASE = {"study-posemb": ["experiment=posemb_ablation"], "study-hybrid": ["experiment=hybrid_vs_pure"],

@@ -20,6 +20,9 @@ from .models.pos_embed.base import WHERE
 from .models.vit import POOLS
 from .optim import LR_SCALING
 
+# the lecture's baselines (not ViTs): config target -> preset name
+BASELINES = {"vitlab.models.mlp.MLP": "mlp", "vitlab.models.cnn.cnn": "cnn"}
+
 _MISSING = object()
 
 
@@ -46,8 +49,11 @@ def _number(cfg, key, lo=None, hi=None, lo_open=False, hi_open=False, integer=Fa
 
 def check_model(cfg: DictConfig) -> None:
     """model: sizes positive integers, heads divide the width, patch divides the image
-    (pure embedding), drop rates in [0, 1), pool and positional `where` known."""
+    (pure embedding), drop rates in [0, 1), pool and positional `where` known. (The MLP and
+    CNN baselines have no such keys: check_baseline.)"""
     m = cfg.model
+    if get(cfg, "model._target_", None) in BASELINES:
+        return
     for key in ("embed_dim", "depth", "num_heads", "patch_size"):
         _number(cfg, f"model.{key}", lo=1, integer=True)
     _number(cfg, "model.mlp_ratio", lo=0, lo_open=True)
@@ -67,6 +73,27 @@ def check_model(cfg: DictConfig) -> None:
     where = get(cfg, "model.pos_embed.where", None)
     if where is not None and where not in WHERE:
         raise ConfigError(f"model.pos_embed.where={where!r} is not one of {', '.join(WHERE)}")
+
+
+def check_baseline(cfg: DictConfig) -> None:
+    """model=mlp, model=cnn: hidden widths positive integers, drop rates in [0, 1); ViT-only
+    options (model.pretrained, module.stem_lr_scale) refused."""
+    if get(cfg, "model._target_", None) not in BASELINES:
+        return
+    dims = get(cfg, "model.hidden_dims", None)
+    if dims is not None and (not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
+                                             for d in dims)):
+        raise ConfigError(f"model.hidden_dims={list(dims)}: give one positive integer width per "
+                          "hidden layer, e.g. [384, 384]")
+    for key in ("drop_rate", "drop_path_rate"):
+        _number(cfg, f"model.{key}", lo=0, hi=1, hi_open=True)
+    name = BASELINES[cfg.model._target_]
+    if get(cfg, "model.pretrained", None):
+        start = "timm weights with model.weights=<file>" if name == "cnn" else "no weights"
+        raise ConfigError(f"model.pretrained starts a ViT from a checkpoint; model={name} takes {start}")
+    if get(cfg, "module.stem_lr_scale", None) is not None:
+        raise ConfigError(f"module.stem_lr_scale scales a hybrid's CNN stem; model={name} has none: "
+                          "set module.stem_lr_scale=null")
 
 
 def check_pos_embed(cfg: DictConfig) -> None:
@@ -175,7 +202,8 @@ def check_device(cfg: DictConfig) -> None:
 
 
 RULES: list[Callable[[DictConfig], None]] = [
-    check_seed, check_data, check_streaming, check_model, check_pos_embed, check_module, check_trainer,
+    check_seed, check_data, check_streaming, check_model, check_baseline, check_pos_embed, check_module,
+    check_trainer,
     check_batch, check_device,
 ]
 

@@ -101,8 +101,25 @@ def vit_macs(model: nn.Module, img_size: int | tuple[int, int] | None = None) ->
     return macs
 
 
+def layer_macs(model: nn.Module, img_size: int | tuple[int, int] | None = None) -> int:
+    """Forward multiply-adds per image of a model without attention (the MLP and CNN
+    baselines): every Conv2d and Linear, from the shapes of one blank image."""
+    size = img_size if img_size is not None else getattr(model, "img_size", None)
+    if size is None:
+        raise ValueError(f"img_size is needed to count the FLOPs of {type(model).__name__}")
+    H, W = (size, size) if isinstance(size, int) else tuple(size)
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
+    chans = getattr(model, "in_chans", None) or getattr(first, "in_channels", None)
+    if chans is None:
+        raise ValueError(f"cannot tell the input channels of {type(model).__name__}")
+    p = next(model.parameters())
+    return _cnn_macs(model, torch.zeros(1, chans, H, W, device=p.device, dtype=p.dtype))[0]
+
+
 def matmul_macs(model: nn.Module, img_size=None) -> int:
     """Forward multiply-adds per image in matmuls and convolutions (what MFU counts)."""
+    if not (hasattr(model, "embed") and hasattr(model, "blocks")):  # not a ViT: count its layers as they run
+        return layer_macs(model, img_size)
     return sum(v for k, v in vit_macs(model, img_size).items() if k != "norm")
 
 

@@ -63,20 +63,40 @@ def layer_ids(model: nn.Module) -> tuple[dict[str, int], int]:
     return {n: ids.get(n, last) for n, _ in model.named_parameters()}, last + 1
 
 
+def head_names(model: nn.Module) -> set[str]:
+    """The classifier's parameter names: `head.*` in vitlab's models; a timm model (the CNN
+    baseline) names its own through get_classifier (resnet `fc`, efficientnet `classifier`)."""
+    classifier = getattr(model, "get_classifier", None)
+    if classifier is None:
+        return {n for n, _ in model.named_parameters() if n.startswith("head.")}
+    ids = {id(p) for p in classifier().parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
 def freeze(model: nn.Module, layers: int | None = None, linear_probe: bool = False) -> None:
     """No gradients for timm's first `layers` layers (1 = the embeddings, 1 + k = and blocks
     0..k-1), or for everything but the head (a linear probe)."""
     if not layers and not linear_probe:
         return
     ids, count = layer_ids(model)
+    head = head_names(model)
     for name, p in model.named_parameters():
-        if linear_probe and not name.startswith("head."):
+        if linear_probe and name not in head:
             p.requires_grad_(False)
         elif layers and ids[name] < layers:
             p.requires_grad_(False)
     stem = getattr(getattr(model, "embed", None), "set_frozen", None)
     if stem and (linear_probe or layers):  # a frozen CNN stem keeps its norm statistics too
         stem(True)
+    for m in model.modules():  # so does every other frozen BatchNorm (the CNN baseline's)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and not m.weight.requires_grad:
+            m.register_forward_pre_hook(_eval_mode)
+
+
+def _eval_mode(module: nn.Module, args) -> None:
+    """Run in eval mode whatever mode the model was put in: normalise with, and never update,
+    the running statistics."""
+    module.train(False)
 
 
 def param_groups_layer_decay(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:

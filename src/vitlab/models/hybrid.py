@@ -35,21 +35,23 @@ def hf_cache_dir() -> str:
     return hf_constants.HF_HUB_CACHE
 
 
-def weights_file(backbone: str, pretrained: bool | str | Path) -> str | None:
+def weights_file(backbone: str, pretrained: bool | str | Path,
+                 key: str = "model.embed.pretrained") -> str | None:
     """The checkpoint to load: None (random init), a local path, or a file already in the
-    Hugging Face cache. Never downloads: training machines may have no network."""
+    Hugging Face cache. Never downloads: training machines may have no network. `key`: the
+    config key errors name (the CNN baseline's is model.weights)."""
     if pretrained is False or pretrained is None:
         return None
     if pretrained is not True:
         path = Path(pretrained).expanduser()
         if not path.is_file():
-            raise ConfigError(f"model.embed.pretrained: no checkpoint file at {path.resolve()}")
+            raise ConfigError(f"{key}: no checkpoint file at {path.resolve()}")
         return str(path)
     cfg = timm.models.get_pretrained_cfg(backbone)
     hub_id = cfg.hf_hub_id if cfg is not None else None
     if not hub_id:
-        raise ConfigError(f"model.embed.pretrained=true: timm has no Hugging Face weights for "
-                          f"{backbone!r}; set model.embed.pretrained to a local checkpoint path")
+        raise ConfigError(f"{key}=true: timm has no Hugging Face weights for "
+                          f"{backbone!r}; set {key} to a local checkpoint path")
     repo, _, revision = hub_id.partition("@")
     files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else HF_WEIGHT_FILES
     for filename in files:
@@ -57,9 +59,9 @@ def weights_file(backbone: str, pretrained: bool | str | Path) -> str | None:
                                        revision=revision or None)
         if isinstance(found, str):
             return found
-    raise ConfigError(f"model.embed.pretrained=true: weights for {backbone!r} ({repo}) are not "
+    raise ConfigError(f"{key}=true: weights for {backbone!r} ({repo}) are not "
                       f"in the Hugging Face cache {hf_cache_dir()}; download them once online, "
-                      "or set model.embed.pretrained to a local checkpoint path")
+                      f"or set {key} to a local checkpoint path")
 
 
 def create_backbone(backbone: str, out_index: int, in_chans: int, pretrained=False,

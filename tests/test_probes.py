@@ -1,0 +1,178 @@
+"""The bias probes (vitlab.analysis.probes): each perturbation checked against a known answer,
+and each accuracy probe against models whose response to it is known by construction."""
+
+import pytest
+import torch
+from torch import nn
+
+from vitlab.analysis.probes import (
+    cka_matrix,
+    layer_names,
+    linear_cka,
+    occlude,
+    occlusion_accuracy,
+    shift_accuracy,
+    shuffle_accuracy,
+    shuffle_patches,
+    translate,
+)
+from vitlab.models.cnn import cnn
+from vitlab.models.mlp import MLP
+from vitlab.models.vit import VisionTransformer
+
+
+class Brightest(nn.Module):
+    """Class = the channel with the largest sum: blind to where anything is."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return x.sum((-2, -1)) * self.scale
+
+
+class Centre(nn.Module):
+    """Class = the channel that is largest at pixel (8, 8): all position."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return x[..., 8, 8] * self.scale
+
+
+def blobs(n=12, size=16, channels=3):
+    """n images, each one positive 4x4 blob in the channel that is its label, at the centre."""
+    y = torch.arange(n) % channels
+    x = torch.zeros(n, channels, size, size)
+    x[torch.arange(n), y, 6:10, 6:10] = 1.0
+    return [(x[:6], y[:6]), (x[6:], y[6:])]
+
+
+def test_translate_moves_every_pixel_and_fills_with_zero():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    moved = translate(x, 1, 2)  # right 1, down 2
+    assert torch.equal(moved[0, 0, 2:, 1:], x[0, 0, :2, :3])
+    assert moved[0, 0, :2].abs().sum() == 0 and moved[0, 0, :, 0].abs().sum() == 0
+    assert torch.equal(translate(translate(x, -1, 0), 1, 0)[..., 1:], x[..., 1:])
+    assert torch.equal(translate(x, 0, 0), x)
+
+
+def test_shift_probe_separates_a_position_blind_model_from_a_position_reader():
+    batches = blobs()
+    assert shift_accuracy(Brightest(), batches, (0, 2, 8)) == {0: 1.0, 2: 1.0, 8: 1.0}
+    centre = shift_accuracy(Centre(), batches, (0, 8))
+    assert centre[0] == 1.0 and centre[8] < 0.5  # moved 8 px off (8, 8): the model sees nothing
+
+
+def test_shuffle_permutes_whole_cells_and_inverts():
+    x = torch.arange(2 * 8 * 8.0).reshape(1, 2, 8, 8)
+    perm = torch.tensor([3, 0, 2, 1])
+    out = shuffle_patches(x, 2, perm)
+    cells = lambda t: [t[..., r * 4:(r + 1) * 4, c * 4:(c + 1) * 4] for r in range(2) for c in range(2)]  # noqa: E731
+    for i, cell in enumerate(cells(out)):
+        assert torch.equal(cell, cells(x)[perm[i]])
+    assert torch.equal(shuffle_patches(out, 2, perm.argsort()), x)
+    assert torch.equal(shuffle_patches(x, 1, torch.tensor([0])), x)
+    with pytest.raises(ValueError, match="does not divide"):
+        shuffle_patches(x, 3, torch.arange(9))
+
+
+def test_shuffle_probe_leaves_a_position_blind_model_alone():
+    batches = blobs()
+    assert shuffle_accuracy(Brightest(), batches, (1, 2, 4)) == {1: 1.0, 2: 1.0, 4: 1.0}
+    centre = shuffle_accuracy(Centre(), batches, (1, 2))
+    assert centre[1] == 1.0 and centre[2] < 0.5  # the blob's four quarters leave the centre
+
+
+def test_occlusion_zeroes_exactly_the_asked_fraction_of_cells():
+    x = torch.ones(5, 3, 16, 16)
+    out = occlude(x, 0.25, 4, torch.Generator().manual_seed(0))
+    cells = out[:, 0].reshape(5, 4, 4, 4, 4).sum((2, 4))  # per image: 4x4 cells
+    assert ((cells == 0).sum((1, 2)) == 4).all() and ((cells == 16).sum((1, 2)) == 12).all()
+    assert torch.equal(out[:, 0], out[:, 2])  # the same cells in every channel
+    assert torch.equal(occlude(x, 0.0, 4, torch.Generator()), x)
+    assert occlude(x, 1.0, 4, torch.Generator()).abs().sum() == 0
+
+
+def test_occlusion_probe_is_exact_at_the_ends():
+    acc = occlusion_accuracy(Brightest(), blobs(), (0.0, 1.0), patch=4)
+    assert acc[0.0] == 1.0 and acc[1.0] == pytest.approx(1 / 3, abs=0.1)  # all blank: class 0 by argmax ties
+
+
+def test_linear_cka_known_answers():
+    torch.manual_seed(0)
+    x = torch.randn(64, 10)
+    q, _ = torch.linalg.qr(torch.randn(10, 10))
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, 3 * x @ q + 5) == pytest.approx(1.0)  # rotation, scale, shift
+    assert linear_cka(x, torch.randn(64, 10)) < 0.35
+    # the closed form for centred features, |Y^T X|_F^2 / (|X^T X|_F |Y^T Y|_F)
+    y = torch.randn(64, 7)
+    xc, yc = (x - x.mean(0)).double(), (y - y.mean(0)).double()
+    expected = (yc.T @ xc).norm() ** 2 / ((xc.T @ xc).norm() * (yc.T @ yc).norm())
+    assert linear_cka(x, y) == pytest.approx(expected.item())
+
+
+@pytest.mark.parametrize("make, names", [
+    (lambda: MLP(16, 3, 3, hidden_dims=(8, 8)), ["layers.0", "layers.1"]),
+    (lambda: VisionTransformer(16, 4, 3, 3, embed_dim=16, depth=2, num_heads=2),
+     ["embed", "blocks.0", "blocks.1"]),
+    (lambda: cnn("resnet10t", img_size=16, num_classes=3), ["act1", "layer1", "layer2", "layer3", "layer4"]),
+])
+def test_cka_matrix_covers_every_models_layers_symmetric_with_unit_diagonal(make, names):
+    torch.manual_seed(0)
+    model = make().eval()
+    assert layer_names(model) == names
+    batches = [(torch.randn(10, 3, 16, 16), torch.zeros(10, dtype=torch.long)) for _ in range(2)]
+    got, matrix = cka_matrix(model, batches, max_images=16)
+    m = torch.tensor(matrix)
+    assert got == names and m.shape == (len(names), len(names))
+    torch.testing.assert_close(m.diagonal(), torch.ones(len(names), dtype=m.dtype))
+    torch.testing.assert_close(m, m.T)
+    assert ((m > 0) & (m <= 1 + 1e-6)).all()
+    assert not any(module._forward_hooks for module in model.modules())  # hooks removed
+
+
+def test_run_probes_returns_every_asked_probe_as_summary_values_and_refuses_untiled_grids():
+    from omegaconf import OmegaConf
+
+    from vitlab.analysis.probes.run import first_images, run_probes
+    from vitlab.errors import ConfigError
+
+    batches = first_images(blobs(), 8)
+    assert sum(len(y) for _, y in batches) == 8
+    probes = OmegaConf.create(dict(shift=[0, 8], shuffle=[1], occlusion=[], occlusion_patch=4, cka=False))
+    # moved off the centre pixel every image scores 0 everywhere: argmax says class 0, 3 of the 8 labels
+    assert run_probes(Centre(), batches, probes) == {"shift": {"0": 1.0, "8": 0.375}, "shuffle": {"1": 1.0}}
+    with pytest.raises(ConfigError, match=r"^probes.shuffle: a 3x3 grid does not divide the 16x16 image"):
+        run_probes(Centre(), batches, OmegaConf.create(dict(shuffle=[3])))
+
+
+@pytest.mark.slow
+def test_probe_command_runs_on_a_trained_run_folder(tmp_path):
+    import json
+
+    from conftest import run_entry
+
+    train = run_entry("train.py", ["model=mlp", "trainer.max_epochs=1", "+trainer.limit_train_batches=4",
+                                   "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'run'}"],
+                      cwd=tmp_path)
+    assert train.returncode == 0, train.stderr[-3000:]
+    result = run_entry("probe.py", [f"ckpt_path={tmp_path / 'run'}", "probes.images=64",
+                                    f"hydra.run.dir={tmp_path / 'probe'}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "probe" / "summary.json").read_text())
+    test_acc = json.loads((tmp_path / "run" / "summary.json").read_text())["test"]["test/acc"]
+    probes = summary["probes"]
+    assert summary["images"] == 64 and set(probes) == {"shift", "shuffle", "occlusion", "cka"}
+    # unperturbed, the probes see what the test saw (on the first 64 of its images)
+    assert probes["shift"]["0"] == probes["shuffle"]["1"] == probes["occlusion"]["0.0"]
+    assert abs(probes["shift"]["0"] - test_acc) < 0.2
+    assert probes["cka"]["layers"] == ["layers.0", "layers.1"]
+    bad = run_entry("probe.py", [f"ckpt_path={tmp_path / 'run'}", "probes.occlusion_patch=5",
+                                 f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == \
+        "error: probes.occlusion_patch=5 does not divide the 32x32 image"
