@@ -38,6 +38,13 @@ def test_timm_builds_the_exported_folder_with_vitlabs_logits(tmp_path, overrides
     assert_timm_logits(run, folder)
 
 
+def test_a_cnn_baseline_is_timms_own_model(tmp_path):
+    run = make_run(tmp_path / "run", ["model=cnn", "model.backbone=resnet10t"], CLASSES)
+    folder = export(run, "timm", tmp_path / "timm")
+    assert json.loads((folder / "config.json").read_text())["architecture"] == "resnet10t"
+    assert_timm_logits(run, folder)
+
+
 @pytest.mark.slow
 def test_the_r50_hybrid_exports_to_timms_hybrid(tmp_path):
     run = make_run(tmp_path / "run", ["model=vit_hybrid_r50_b16", "model.depth=1",
@@ -52,6 +59,7 @@ def test_the_r50_hybrid_exports_to_timms_hybrid(tmp_path):
     (["+model/embed=spt"], "embed ShiftedPatchEmbed"),
     (["model=vit_hybrid"], r"embed HybridEmbed \(resnet18\)"),
     (["model.pool=seqpool"], "pool=seqpool"),
+    (["model=mlp"], "vitlab.models.mlp.MLP: timm has no such classifier"),
 ])
 def test_what_timm_cannot_build_is_refused_before_a_file_is_written(tmp_path, overrides, reason):
     run = make_run(tmp_path / "run", overrides)

@@ -33,9 +33,25 @@ R50 = dict(layers=[3, 4, 9], preact=False, stem_type="same")
 TO_TIMM = {ours: theirs for theirs, ours in RENAMES.items()}
 
 
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+
+
+def is_cnn(cfg) -> bool:
+    """model=cnn: already timm's own model, names and all."""
+    return str(cfg.model.get("_target_", "")).endswith("models.cnn.cnn")
+
+
 def unsupported(cfg) -> str | None:
     """Why timm cannot represent the run's model, or None."""
     m = cfg.model
+    if is_cnn(cfg):
+        kwargs = _plain(m.get("backbone_kwargs"))
+        if "_target_" in json.dumps(kwargs):
+            return "model.backbone_kwargs builds objects: timm's config.json holds plain values only"
+        return None
+    if not str(m.get("_target_", "")).endswith("VisionTransformer"):
+        return f"{m.get('_target_')}: timm has no such classifier (export --to onnx works)"
     pos = m.get("pos_embed") or {}
     target = str(pos.get("_target_", ""))
     if not target.endswith("Learned1d"):
@@ -72,8 +88,32 @@ def timm_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def _pretrained_cfg(trained: Trained, first_conv: str, classifier: str) -> dict:
+    h, w = trained.img_size
+    return {"input_size": [trained.in_chans, h, w], "fixed_input_size": True,
+            "interpolation": "bilinear", "crop_pct": min(h, w) / trained.resize,
+            "crop_mode": "center", "mean": trained.mean, "std": trained.std,
+            "num_classes": len(trained.classes), "first_conv": first_conv,
+            "classifier": classifier}
+
+
+def cnn_config(trained: Trained) -> dict:
+    m, model = trained.cfg.model, trained.model
+    args = dict(in_chans=trained.in_chans, num_classes=len(trained.classes),
+                **_plain(m.get("backbone_kwargs")))
+    info = getattr(model, "pretrained_cfg", {}) or {}
+    return {"architecture": str(m.backbone), "num_classes": len(trained.classes),
+            "num_features": int(getattr(model, "num_features", 0)), "model_args": args,
+            "pretrained_cfg": {**_pretrained_cfg(trained, info.get("first_conv", ""),
+                                                 info.get("classifier", "")),
+                               "fixed_input_size": False},  # a CNN takes no img_size argument
+            "label_names": trained.classes}
+
+
 def timm_config(trained: Trained) -> dict:
     """config.json in timm's hub layout: architecture, model arguments, preprocessing, labels."""
+    if is_cnn(trained.cfg):
+        return cnn_config(trained)
     m = trained.cfg.model
     hybrid = bool(m.get("embed"))
     size = (int(m.patch_size), int(m.embed_dim), int(m.depth), int(m.num_heads))
@@ -85,22 +125,11 @@ def timm_config(trained: Trained) -> dict:
         args["patch_size"] = size[0]
     if m.pool == "mean":  # vitlab normalises every token, then averages: timm's fc_norm=False
         args.update(class_token=False, global_pool="avg", fc_norm=False)
-    h, w = trained.img_size
-    return {
-        "architecture": architecture,
-        "num_classes": len(trained.classes),
-        "num_features": size[1],
-        "model_args": args,
-        "pretrained_cfg": {
-            "input_size": [trained.in_chans, h, w], "fixed_input_size": True,
-            "interpolation": "bilinear", "crop_pct": min(h, w) / trained.resize,
-            "crop_mode": "center", "mean": trained.mean, "std": trained.std,
-            "num_classes": len(trained.classes), "first_conv": (
-                "patch_embed.backbone.stem.conv" if hybrid else "patch_embed.proj"),
-            "classifier": "head",
-        },
-        "label_names": trained.classes,
-    }
+    first_conv = "patch_embed.backbone.stem.conv" if hybrid else "patch_embed.proj"
+    return {"architecture": architecture, "num_classes": len(trained.classes),
+            "num_features": size[1], "model_args": args,
+            "pretrained_cfg": _pretrained_cfg(trained, first_conv, "head"),
+            "label_names": trained.classes}
 
 
 def export_timm(trained: Trained, out: Path) -> Path:
@@ -111,7 +140,9 @@ def export_timm(trained: Trained, out: Path) -> Path:
     if reason:
         raise ConfigError(f"{trained.path}: cannot export to timm: {reason}")
     out.mkdir(parents=True, exist_ok=True)
-    save_file(timm_state_dict(trained.model), str(out / "model.safetensors"))
+    state = ({k: v.detach().contiguous() for k, v in trained.model.state_dict().items()}
+             if is_cnn(trained.cfg) else timm_state_dict(trained.model))
+    save_file(state, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(timm_config(trained), indent=2) + "\n")
     check_timm(trained, out)
     return out
