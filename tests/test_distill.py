@@ -90,8 +90,8 @@ BAD = [
     (["module.distill.type=medium"], "module.distill.type='medium' is not one of none, soft, hard"),
     (["module.distill.teacher=no_such_net"], "module.distill.teacher=no_such_net: no such run folder"),
     (["module.distill.teacher=resnet10t"], "module.distill.teacher=resnet10t is a timm model: give"),
-    (["module.distill.alpha=1.5"], "module.distill.alpha"),
-    (["module.distill.tau=0"], "module.distill.tau"),
+    (["module.distill.alpha=1.5"], "module.distill.alpha=1.5 is outside [0, 1]"),
+    (["module.distill.tau=0"], "module.distill.tau=0 is outside (0, inf]"),
     (["model.distill_token=true", "model.pool=mean"], "model.distill_token=true needs model.pool=cls"),
 ]
 
@@ -146,3 +146,30 @@ def test_distilled_student_with_ema_resumes_exactly_and_keeps_no_teacher(compose
     assert resumed["test"] == full["test"]
     assert 0 <= full["test"]["test/agreement"] <= 1 and 0 <= full["test"]["test/teacher_acc"] <= 1
     assert "train/loss_distill" in (tmp_path / "full" / "csv" / "metrics.csv").read_text()
+
+
+def test_distill_study_gives_the_token_to_distilled_students_only():
+    for kind, token in (("none", False), ("soft", True), ("hard", True)):
+        cfg = compose_config(["experiment=distill", "distill.teachers_dir=/t", f"module.distill.type={kind}",
+                              "data.train_fraction=0.25"])
+        assert cfg.model.distill_token is token
+        assert cfg.module.distill.teacher == "/t/vit_hybrid_0.25"
+
+
+def test_report_tables_the_agreement_against_the_fraction(tmp_path):
+    import json
+
+    import yaml
+
+    from vitlab.report import write_report
+
+    for kind, fraction, agreement in (("none", 0.1, 0.8), ("hard", 0.1, 0.9), ("hard", 1.0, 0.95)):
+        job = tmp_path / f"{kind}_{fraction}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+            [f"module.distill.type={kind}", f"data.train_fraction={fraction}"]))
+        (job / "summary.json").write_text(json.dumps({"status": "completed", "test": {
+            "test/acc": 0.5, "test/agreement": agreement}}))
+    report = write_report(tmp_path).read_text()
+    section = report.split("## Student-teacher agreement")[1]
+    assert "| module.distill.type=hard | 0.900 ± 0.000 | 0.950 ± 0.000 |" in section
