@@ -173,3 +173,14 @@ def test_report_tables_the_agreement_against_the_fraction(tmp_path):
     report = write_report(tmp_path).read_text()
     section = report.split("## Student-teacher agreement")[1]
     assert "| module.distill.type=hard | 0.900 ± 0.000 | 0.950 ± 0.000 |" in section
+
+
+def test_distillation_benchmark_times_the_three_side_by_side():
+    import runpy
+
+    from conftest import ROOT
+
+    main = runpy.run_path(str(ROOT / "src" / "bench_distill.py"), run_name="bench_distill")["main"]
+    result = main(["rounds=1", "warmup=0", "batch_size=4", "model.depth=1", "teacher=vit_micro"])
+    assert all(result[f"{k}_ms"] > 0 for k in ("student_step", "teacher_forward", "distill_step"))
+    assert result["ratio"] > 0
