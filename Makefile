@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid study-inductive-bias study-transfer report bench gpu-check gpu-carry docs docs-serve results
+.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid study-inductive-bias study-transfer study-distill report bench gpu-check gpu-carry docs docs-serve results
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -33,6 +33,7 @@ STUDY = $(PY) src/train.py trainer=cpu trainer.enable_progress_bar=false
 study-posemb study-posemb-tuned: SEEDS ?= 0,1,2
 study-hybrid: SEEDS ?= 0,1
 study-inductive-bias study-transfer: SEEDS ?= 0
+study-distill: SEEDS ?= 0,1,2
 POSEMB_EPOCHS ?= 20
 TUNED_EPOCHS ?= 20
 TUNED_TRIALS ?= 5
@@ -62,6 +63,18 @@ study-inductive-bias: install ## 7 inductive-bias variants + the MLP and CNN bas
 	$(STUDY) experiment=inductive_bias seed=$(SEEDS) data.train_fraction=$(BIAS_FRACTIONS) \
 		trainer.max_epochs=$(BIAS_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir
+
+DISTILL_FRACTIONS ?= 0.1,0.25,1.0
+TEACHER_EPOCHS ?= 15
+DISTILL_EPOCHS ?= 20
+study-distill: install ## DeiT distillation, reduced: vit_hybrid teachers per fraction, then vit_micro with none/soft/hard distillation (SEEDS=, DISTILL_FRACTIONS=, TEACHER_EPOCHS=, DISTILL_EPOCHS=); then its report
+	dir=outputs/studies/distill_$$(date +%Y-%m-%d_%H-%M-%S); \
+	$(STUDY) experiment=distill_teachers data.train_fraction=$(DISTILL_FRACTIONS) \
+		trainer.max_epochs=$(TEACHER_EPOCHS) hydra.sweep.dir=$$dir/teachers && \
+	$(STUDY) experiment=distill distill.teachers_dir=$$dir/teachers seed=$(SEEDS) \
+		data.train_fraction=$(DISTILL_FRACTIONS) trainer.max_epochs=$(DISTILL_EPOCHS) \
+		hydra.sweep.dir=$$dir/students $(ARGS) || echo "some runs failed: listed in the report"; \
+	$(PY) -m vitlab.report $$dir/students
 
 # any CIFAR-10 image folder, e.g. `unzip -q ../shared/datasets/cifar10-jpg.zip -d data/`
 CIFAR_DIR ?= data/cifar10

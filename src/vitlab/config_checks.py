@@ -14,6 +14,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
+from .distill import TYPES, check_teacher
 from .distributed import batch_plan
 from .errors import ConfigError
 from .models.pos_embed.base import WHERE
@@ -147,6 +148,25 @@ def check_module(cfg: DictConfig) -> None:
     _number(cfg, "module.freeze_layers", lo=0, integer=True)
 
 
+def check_distill(cfg: DictConfig) -> None:
+    """module.distill: type hard, soft, none (or null), alpha in [0, 1], tau > 0, a teacher for
+    hard/soft that exists and, for a vitlab run, was trained on the student's kind of images;
+    model.distill_token only with pool=cls."""
+    if get(cfg, "model.distill_token", False) and get(cfg, "model.pool", "cls") != "cls":
+        raise ConfigError(f"model.distill_token=true needs model.pool=cls (the distillation token "
+                          f"sits beside the class token), not {get(cfg, 'model.pool')}")
+    _number(cfg, "module.distill.alpha", lo=0, hi=1)
+    _number(cfg, "module.distill.tau", lo=0, lo_open=True)
+    kind, teacher = get(cfg, "module.distill.type", None), get(cfg, "module.distill.teacher", None)
+    if kind is not None and kind not in TYPES:
+        raise ConfigError(f"module.distill.type={kind!r} is not one of {', '.join(TYPES)}")
+    if kind in ("soft", "hard") and not teacher:
+        raise ConfigError(f"module.distill.type={kind} needs a teacher: module.distill.teacher=<vitlab "
+                          "run folder or .ckpt | timm model name>")
+    if teacher:
+        check_teacher(str(teacher), get(cfg, "module.distill.weights", None), cfg)
+
+
 def check_batch(cfg: DictConfig) -> None:
     """data.batch_size (the global batch) divisible by the world size (trainer.devices x
     trainer.num_nodes) and, with data.max_device_batch, into equal micro-batches; lr scaling
@@ -203,8 +223,7 @@ def check_device(cfg: DictConfig) -> None:
 
 RULES: list[Callable[[DictConfig], None]] = [
     check_seed, check_data, check_streaming, check_model, check_baseline, check_pos_embed, check_module,
-    check_trainer,
-    check_batch, check_device,
+    check_trainer, check_batch, check_distill, check_device,
 ]
 
 

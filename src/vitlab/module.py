@@ -1,5 +1,5 @@
 """The LightningModule: loss and metrics for any image classifier; its optimiser and schedule
-come from optim.py.
+come from optim.py, DeiT's distillation from distill.py, the weight average from callbacks/ema.py.
 
 It knows nothing of which embedding or positional variant the model uses.
 """
@@ -14,6 +14,8 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from .callbacks.ema import EMA
+from .distill import Distillation, prediction
 from .optim import configure_optimizer, freeze
 
 
@@ -54,8 +56,11 @@ class ImageClassifier(L.LightningModule):
         layer_decay: float | None = None,
         freeze_layers: int | None = None,
         linear_probe: bool = False,
+        distill: dict | None = None,
+        ema_decay: float | None = None,
     ):
         super().__init__()
+        distill = Distillation.options(distill)  # plain values: a checkpoint loads weights_only
         # the model and optimiser factory are rebuilt from the run's config, not pickled
         self.save_hyperparameters(ignore=["model", "optimizer"])
         self.model = model
@@ -67,20 +72,35 @@ class ImageClassifier(L.LightningModule):
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")
         self.train_loss, self.val_loss, self.test_loss = epoch_mean(), epoch_mean(), epoch_mean()
+        # a teacher (frozen, outside this module's state) and DeiT's loss; None without one
+        self.distill = Distillation.of(distill, num_classes, model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, x: torch.Tensor, heads: bool = False):
+        """The model's logits; `heads`: a distilled ViT's (class, distillation) pair."""
+        return self.model.forward_heads(x) if heads else self.model(x)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch[0], batch[1]  # a streaming batch may carry sample ids after them
-        logits = self(x)
-        loss = self.loss(logits, y)
+        outputs = self._outputs(x, stage)
+        if self.distill is not None and stage == "train":
+            loss = self.distill.loss(self.loss, outputs, x, y)
+        else:
+            loss = self.loss(prediction(outputs), y)
+        if self.distill is not None and stage == "test":
+            self.distill.update_test(outputs, x, y)
+        logits = prediction(outputs)
         # under Mixup/CutMix a training image counts as its dominant label
         getattr(self, f"{stage}_metrics").update(logits.detach(), y.argmax(-1) if y.ndim > 1 else y)
         # weighted by the batch size as one value per image: with its NaN checks disabled,
         # MeanMetric drops a `weight` argument (torchmetrics issue #3434)
         getattr(self, f"{stage}_loss").update(loss.detach().expand(x.shape[0]))
         return loss
+
+    def _outputs(self, x: torch.Tensor, stage: str):
+        """The model's output; at test, a distilled ViT's two heads (their mean is its prediction)."""
+        distilled = getattr(self.model, "dist_token", None) is not None
+        heads = stage == "test" and self.distill is not None and distilled
+        return self(x, heads=heads)
 
     def _log_step_due(self) -> bool:
         """Whether this training step is one the logger writes (every `log_every_n_steps`).
@@ -97,6 +117,8 @@ class ImageClassifier(L.LightningModule):
             values = {f"{stage}/loss_epoch" if stage == "train" else f"{stage}/loss": loss.compute(),
                       **metrics.compute()}
             self.log_dict(values, prog_bar=stage != "train")
+        if self.distill is not None:  # distillation term, teacher agreement
+            self.log_dict(self.distill.compute(stage))
         metrics.reset()
         loss.reset()
 
@@ -141,6 +163,13 @@ class ImageClassifier(L.LightningModule):
         norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
         if self._log_step_due():
             self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    def configure_callbacks(self):
+        """The weight average (module.ema_decay): validation, test and best.ckpt use it. Once:
+        a test after fitting keeps the fit's (the trainer asks again)."""
+        if not self.hparams.ema_decay or any(isinstance(c, EMA) for c in self.trainer.callbacks):
+            return []
+        return [EMA(self.hparams.ema_decay)]
 
     def configure_optimizers(self):
         return configure_optimizer(self.model, self.optimizer_factory, self.trainer, **self.hparams)

@@ -30,7 +30,8 @@ from matplotlib.figure import Figure
 FRACTION_KEYS = ("data.train_fraction", "data.samples_per_class")
 META = "meta.yaml"     # optional: title, command, machine, date of a kept study (docs/results/data/)
 TUNING = "tuned.yaml"  # hydra/sweeper=tuned's record: per configuration, its trials and chosen values
-METRICS = ("top1", "top5", "parameters", "images_per_sec", "wall_time_s")
+METRICS = ("top1", "top5", "parameters", "images_per_sec", "wall_time_s",
+           "agreement")  # agreement: a distilled student's test predictions equal to its teacher's
 FIGURE_DATA = ("pos_similarity",)  # written by a callback into summary.json, drawn as a figure
 # What a study is ranked by and draws: the first of these its completed runs measured (a loader
 # benchmark has throughput, no accuracy). key: (heading, axis label, figure file, [0, 1] scale)
@@ -61,7 +62,7 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
 def _from_summary(summary: dict) -> dict[str, float | None]:
     test = summary.get("test") or {}
     return {"top1": test.get("test/acc"), "top5": test.get("test/acc_top5"),
-            **{k: summary.get(k) for k in METRICS[2:]},
+            **{k: summary.get(k) for k in METRICS[2:5]}, "agreement": test.get("test/agreement"),
             "attention_distance": _per_layer(summary.get("attention_distance"))}
 
 
@@ -214,13 +215,13 @@ def markdown_table(rows: list[dict], keys: list[str]) -> str:
     return "\n".join(lines)
 
 
-def fraction_table(rows: list[dict], frac_key: str, series_keys: list[str]) -> str:
-    """Top-1 mean ± std: one line per series (e.g. model), one column per data fraction."""
+def fraction_table(rows: list[dict], frac_key: str, series_keys: list[str], metric: str = "top1") -> str:
+    """Top-1 (or `metric`) mean ± std: one line per series (e.g. model), one column per data fraction."""
     fracs = sorted({row["config"][frac_key] for row in rows}, key=_sort_key)
     series = defaultdict(dict)
     for row in rows:
         label = ", ".join(f"{k}={row['config'][k]}" for k in series_keys) or "all"
-        series[label][row["config"][frac_key]] = _fmt(row["top1"], 3)
+        series[label][row["config"][frac_key]] = _fmt(row[metric], 3)
     lines = ["| series | " + " | ".join(f"{frac_key}={f}" for f in fracs) + " |",
              "|" + "---|" * (len(fracs) + 1)]
     for label in sorted(series):
@@ -458,6 +459,9 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
                   fraction_table(rows, frac_key, series_keys), ""]
         _figure(parts, plot_fraction(rows, frac_key, series_keys), folder, "accuracy_vs_fraction.png",
                 "accuracy vs fraction", caption)
+        if any(row["agreement"] for row in rows):  # a distillation study (DeiT's Table 4)
+            parts += ["## Student-teacher agreement vs training-set size (test, mean ± std)", "",
+                      fraction_table(rows, frac_key, series_keys, "agreement"), ""]
     drawn = distance_rows(rows, frac_key)
     if drawn:
         series = [k for k in keys if k != frac_key]

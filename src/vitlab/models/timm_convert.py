@@ -1,12 +1,13 @@
 """Load timm weights into vitlab's VisionTransformer.
 
   * `from_timm_state_dict`: timm's VisionTransformer -> learned_1d at the stem, class-token
-    pooling.
+    pooling; VisionTransformerDistilled (`deit_*_distilled_*`) -> the same with
+    `distill_token=True` (its dist_token and head_dist keep their names).
   * `from_timm_relpos_state_dict`: timm's VisionTransformerRelPos with `rel_pos_type='bias'` ->
     relative_bias (per-block or shared tables, class-token entries when timm has a class token).
 
 The networks are the same computation; only a few names and layouts differ. Keys timm would need
-an extra module for (register or distillation tokens, LayerScale, q/k norms, fc_norm, an MLP
+an extra module for (register tokens, LayerScale, q/k norms, fc_norm, an MLP
 position bias) are refused rather than dropped, so a converted checkpoint is never silently
 another network.
 """
@@ -23,7 +24,7 @@ RENAMES = {  # timm prefix -> ours
     "patch_embed.backbone.stages.": "embed.backbone.stages_",
     "pos_embed": "pos_embed.weight",
 }
-SAME = ("cls_token", "blocks.", "norm.", "head.")
+SAME = ("cls_token", "dist_token", "blocks.", "norm.", "head.", "head_dist.")
 BLOCK_PARTS = ("norm1.", "attn.qkv.", "attn.proj.", "norm2.", "mlp.fc1.", "mlp.fc2.")
 
 

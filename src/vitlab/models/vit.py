@@ -3,6 +3,8 @@
 image -> embed (patch, hybrid, conv tokenizer, SPT) -> [class token] -> positional variant
       -> L pre-LN blocks (attention: standard, or per block from an `attention` factory: LSA,
       GPSA) -> LayerNorm -> pool (class token | mean of patch tokens | sequence pooling) -> head
+With `distill_token` (DeiT, Touvron et al. 2021; timm's VisionTransformerDistilled) a second
+token joins beside the class token, with its own position and head.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class VisionTransformer(nn.Module):
         embed: Callable[..., nn.Module] | None = None,
         attention: Callable[..., nn.Module | None] | None = None,
         class_token_at: int = 0,
+        distill_token: bool = False,
     ):
         """`embed` and `pos_embed` are factories (e.g. functools.partial or Hydra `_partial_`):
         embed(img_size=, patch_size=, in_chans=, embed_dim=) returns a module with `.grid`;
@@ -49,6 +52,9 @@ class VisionTransformer(nn.Module):
         `class_token_at`: the block before which the class token joins (pool=cls; 0: at the
         stem; ConViT: after its GPSA blocks; negative counts from the end, as a Python index);
         a later class token has no position.
+        `distill_token`: DeiT's distillation token and head (pool=cls): it joins with the class
+        token, takes the next position, and `head_dist` reads it. As timm, forward returns both
+        heads' logits while training with `set_distilled_training()`, else their mean.
         Defaults: linear patch projection and the learned 1-D table at the stem."""
         super().__init__()
         if embed_dim % num_heads:
@@ -61,8 +67,12 @@ class VisionTransformer(nn.Module):
         self.embed = (embed or PatchEmbed)(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim
         )
-        self.num_prefix = 1 if pool == "cls" else 0
+        if distill_token and pool != "cls":
+            raise ValueError(f"distill_token=True needs pool='cls' (it reads the class token), not {pool!r}")
+        self.num_prefix = (2 if distill_token else 1) if pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.num_prefix else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distill_token else None
+        self.distilled_training = False  # forward returns (class, distillation) logits when training
         if self.num_prefix and not -depth <= class_token_at < depth:
             raise ValueError(f"class_token_at={class_token_at} is not a block index 0..{depth - 1}")
         self.class_token_at = class_token_at % depth if self.num_prefix else 0  # -1: the last block
@@ -87,11 +97,15 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if distill_token:
+            self.head_dist = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
 
     def _init_weights(self):
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+        if self.dist_token is not None:
+            nn.init.trunc_normal_(self.dist_token, std=0.02)  # as timm
         for name, m in self.named_modules():
             if isinstance(m, nn.Linear) and not name.startswith("embed."):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -103,15 +117,16 @@ class VisionTransformer(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names exempt from weight decay beyond norms and biases (ndim <= 1):
-        the class token and every positional table."""
+        the class and distillation tokens and every positional table."""
         names = {f"pos_embed.{n}" for n, _ in self.pos_embed.named_parameters()}
-        return names | ({"cls_token"} if self.cls_token is not None else set())
+        tokens = {n for n in ("cls_token", "dist_token") if getattr(self, n) is not None}
+        return names | tokens
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """Layer groups as timm's VisionTransformer names them (for timm's layer-wise lr decay):
         embeddings first, then one per block, the final norm with the last block; the head,
         unmatched, comes last."""
-        return dict(stem=r"^cls_token|^pos_embed|^embed",
+        return dict(stem=r"^cls_token|^dist_token|^pos_embed|^embed",
                     blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
 
     def tokens(self, x: torch.Tensor):
@@ -122,7 +137,12 @@ class VisionTransformer(nn.Module):
         return self.pos_drop(self.pos_embed.add(x, grid, 0)), grid
 
     def _with_class_token(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        prefix = [t for t in (self.cls_token, self.dist_token) if t is not None]
+        return torch.cat([t.expand(x.shape[0], -1, -1).to(x.dtype) for t in prefix] + [x], dim=1)
+
+    def set_distilled_training(self, enable: bool = True) -> None:
+        """Return both heads' logits while training (timm's name): what distillation trains."""
+        self.distilled_training = enable
 
     def positioned(self, x: torch.Tensor, grid: tuple[int, int], layer: int):
         """The input of block `layer` with its absolute positions added (block 0's were added
@@ -145,6 +165,8 @@ class VisionTransformer(nn.Module):
         return self.norm(self._encode(x))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dist_token is not None:  # the two heads' mean, as in evaluation
+            return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2
         if self.pool == "cls":
             x = x[:, 0]
         elif self.seq_pool is not None:
@@ -153,7 +175,15 @@ class VisionTransformer(nn.Module):
             x = x.mean(dim=1)  # no prefix tokens: only pool=cls has a class token
         return self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class head, distillation head) logits of a model with `distill_token`, in any mode."""
+        x = self.norm(self._encode(x)[:, :2])  # LayerNorm acts per token: only the two read
+        return self.head(x[:, 0]), self.head_dist(x[:, 1])
+
+    def forward(self, x: torch.Tensor):
+        if self.dist_token is not None:
+            cls, dist = self.forward_heads(x)
+            return (cls, dist) if self.distilled_training and self.training else (cls + dist) / 2
         x = self._encode(x)
         if self.pool == "cls":  # LayerNorm acts per token: normalise only the one pooled
             return self.head(self.norm(x[:, 0]))

@@ -157,15 +157,17 @@ class RelativeTable(PositionalEmbedding):
 
     def pair_index(self, grid: tuple[int, int], device=None) -> torch.Tensor:
         """(N, N) index of every (query, key) token pair, class token first, into the offset
-        table followed by the three class-token entries (timm's gen_relative_position_index)."""
+        table followed by the three class-token entries (timm's gen_relative_position_index).
+        A distillation token beside the class token shares the class token's entries."""
         index = self.offset_index(grid, device)
-        if not self.num_prefix:
+        p = self.num_prefix
+        if not p:
             return index
         k = math.prod(self.offset_grid(grid))  # entries k, k+1, k+2 follow the offsets
-        index = F.pad(index, (1, 0, 1, 0))
-        index[0, :] = k  # class to patch
-        index[:, 0] = k + 1  # patch to class
-        index[0, 0] = k + 2  # class to class
+        index = F.pad(index, (p, 0, p, 0))
+        index[:p, :] = k  # class to patch
+        index[:, :p] = k + 1  # patch to class
+        index[:p, :p] = k + 2  # class to class
         return index
 
     def pair_table(self, grid: tuple[int, int], layer: int) -> torch.Tensor:

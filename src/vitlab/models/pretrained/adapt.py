@@ -24,7 +24,6 @@ from .read import Source
 
 log = logging.getLogger(__name__)
 
-HEAD = ("head.weight", "head.bias")
 PATCH = "embed.proj.weight"
 
 
@@ -37,18 +36,22 @@ def input_conv(model: nn.Module) -> str | None:
     return None
 
 
-def fit_head(model: nn.Module, state: dict, path, new: bool = True) -> dict:
-    """The checkpoint's head if asked for and its classes match, else a zero-initialised one."""
-    if not isinstance(model.head, nn.Linear):
-        return {k: v for k, v in state.items() if k not in HEAD}
-    if not new and all(k in state and state[k].shape == getattr(model.head, k[5:]).shape
-                       for k in HEAD):
+def fit_head(model: nn.Module, state: dict, path, new: bool = True, name: str = "head") -> dict:
+    """The checkpoint's head if asked for and its classes match, else a zero-initialised one;
+    a distillation head (`head_dist`, DeiT) alike."""
+    if name == "head" and hasattr(model, "head_dist"):
+        state = fit_head(model, state, path, new, "head_dist")
+    head = getattr(model, name)
+    keys = (f"{name}.weight", f"{name}.bias")
+    if not isinstance(head, nn.Linear):
+        return {k: v for k, v in state.items() if k not in keys}
+    if not new and all(k in state and state[k].shape == getattr(head, k.rsplit(".", 1)[1]).shape
+                       for k in keys):
         return state
-    old = state.get("head.weight")
-    log.info("pretrained %s: new zero-initialised head for %d classes (the checkpoint's has %s)",
-             path, model.num_classes, "none" if old is None else old.shape[0])
-    return state | {"head.weight": torch.zeros_like(model.head.weight),
-                    "head.bias": torch.zeros_like(model.head.bias)}
+    old = state.get(keys[0])
+    log.info("pretrained %s: new zero-initialised %s for %d classes (the checkpoint's has %s)",
+             path, name, model.num_classes, "none" if old is None else old.shape[0])
+    return state | {keys[0]: torch.zeros_like(head.weight), keys[1]: torch.zeros_like(head.bias)}
 
 
 def resample_positions(model: nn.Module, state: dict, source: Source) -> dict:

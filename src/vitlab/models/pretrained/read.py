@@ -62,8 +62,22 @@ def read(path: str | Path, target) -> Source:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"model.pretrained={path}: cannot read it ({first})") from None
     if "pytorch-lightning_version" in state or "hyper_parameters" in state:
-        return read_vitlab_ckpt(state)
-    return read_timm(unwrap(state), target)
+        source = read_vitlab_ckpt(state)
+        check_distill_token(source.state, target, path)
+        return source
+    state = unwrap(state)
+    check_distill_token(state, target, path)
+    return read_timm(state, target)
+
+
+def check_distill_token(state: dict, target, path) -> None:
+    """A DeiT distilled checkpoint only into a model with a distillation token, and back: their
+    position tables differ by that token's row."""
+    has, wants = "dist_token" in state, getattr(target, "dist_token", None) is not None
+    if has != wants:
+        raise ConfigError(f"model.pretrained={path} has {'a' if has else 'no'} distillation token "
+                          f"(DeiT) and the model {'none' if has else 'one'}: set "
+                          f"model.distill_token={str(has).lower()}")
 
 
 def load_torch(path: Path) -> dict:
