@@ -129,12 +129,15 @@ class VisionTransformer(nn.Module):
         return dict(stem=r"^cls_token|^dist_token|^pos_embed|^embed",
                     blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
 
-    def tokens(self, x: torch.Tensor):
-        """Embedded tokens with class token and stem positions, and the token grid."""
+    def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None):
+        """Embedded tokens with class token and stem positions, and the token grid. `keep`
+        (B, n): only those patches, by raster index (MAE's visible ones; pos_embed/base.py)."""
         x, grid = self.embed(x)
+        if keep is not None:
+            x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
         if self.cls_token is not None and not self.class_token_at:
             x = self._with_class_token(x)
-        return self.pos_drop(self.pos_embed.add(x, grid, 0)), grid
+        return self.pos_drop(self.pos_embed.add(x, grid, 0, keep)), grid
 
     def _with_class_token(self, x: torch.Tensor) -> torch.Tensor:
         prefix = [t for t in (self.cls_token, self.dist_token) if t is not None]
@@ -144,25 +147,27 @@ class VisionTransformer(nn.Module):
         """Return both heads' logits while training (timm's name): what distillation trains."""
         self.distilled_training = enable
 
-    def positioned(self, x: torch.Tensor, grid: tuple[int, int], layer: int):
+    def positioned(self, x: torch.Tensor, grid: tuple[int, int], layer: int,
+                   keep: torch.Tensor | None = None):
         """The input of block `layer` with its absolute positions added (block 0's were added
         at the stem) and, at `class_token_at`, the class token; and what its attention needs
         from the positional variant."""
         if layer:
-            x = self.pos_embed.add(x, grid, layer)
+            x = self.pos_embed.add(x, grid, layer, keep)
             if layer == self.class_token_at:
                 x = self._with_class_token(x)
-        return x, self.pos_embed.attention(grid, layer)
+        return x, self.pos_embed.attention(grid, layer, keep)
 
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        x, grid = self.tokens(x)
+    def _encode(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        x, grid = self.tokens(x, keep)
         for i, block in enumerate(self.blocks):
-            x, pos = self.positioned(x, grid, i)
+            x, pos = self.positioned(x, grid, i, keep)
             x = block(x, pos)
         return x
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self._encode(x))
+    def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised tokens (B, prefix + patches, D); with `keep`, of those patches only."""
+        return self.norm(self._encode(x, keep))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         if self.dist_token is not None:  # the two heads' mean, as in evaluation

@@ -9,6 +9,12 @@ The model calls two methods and nothing else:
 Constructor arguments are the same for all: embed_dim, grid, num_prefix (class token count),
 depth and num_heads, plus the variant's own options from its config file.
 
+Both methods take an optional `keep`: (B, n) raster indices of the patches present, per sample
+and in any order (MAE's encoder sees only its visible patches: models/mae.py); the prefix
+tokens come first as always. None means every patch of the grid, in raster order. A variant
+with one position per patch answers for such a subset by indexing what it computes for the grid
+(`take_patches`, `pair_tokens`), so no block or attention knows that patches are missing.
+
 Learned tables whose shape depends on the grid implement `resample_loaded`, so that a
 checkpoint trained at another resolution loads by interpolating its tables (paper §3.2).
 """
@@ -34,6 +40,19 @@ def resample_grid_table(table: torch.Tensor, old: tuple[int, int], new: tuple[in
     return x.permute(0, 2, 3, 1).reshape(*lead, new[0] * new[1], d).to(table.dtype)
 
 
+def take_patches(table: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """Rows of a per-patch (h*w, ...) table for the patches in `keep` (B, n): (B, n, ...);
+    the table itself when keep is None."""
+    return table if keep is None else table[keep]
+
+
+def pair_tokens(keep: torch.Tensor, num_prefix: int) -> torch.Tensor:
+    """(B, num_prefix + n) token indices into the full sequence (prefix tokens, then the h*w
+    patches) of the tokens present: the prefix, then the patches in `keep`."""
+    prefix = torch.arange(num_prefix, device=keep.device).expand(keep.shape[0], -1)
+    return torch.cat([prefix, keep + num_prefix], dim=1)
+
+
 def grid_coords(grid: tuple[int, int], device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column index of every patch, in raster order: two (h*w,) integer tensors."""
     ys, xs = torch.meshgrid(torch.arange(grid[0], device=device),
@@ -56,10 +75,11 @@ class PositionalEmbedding(nn.Module):
         self.depth = depth
         self.num_heads = num_heads
 
-    def add(self, x: torch.Tensor, grid: tuple[int, int], layer: int) -> torch.Tensor:
+    def add(self, x: torch.Tensor, grid: tuple[int, int], layer: int,
+            keep: torch.Tensor | None = None) -> torch.Tensor:
         return x
 
-    def attention(self, grid: tuple[int, int], layer: int):
+    def attention(self, grid: tuple[int, int], layer: int, keep: torch.Tensor | None = None):
         return None
 
     def resample_loaded(self, name: str, value: torch.Tensor) -> torch.Tensor:
@@ -92,14 +112,18 @@ class AbsolutePositionalEmbedding(PositionalEmbedding):
         """(num_prefix + h*w, D) or (h*w, D) table for this grid; subclasses implement."""
         raise NotImplementedError
 
-    def add(self, x: torch.Tensor, grid: tuple[int, int], layer: int) -> torch.Tensor:
+    def add(self, x: torch.Tensor, grid: tuple[int, int], layer: int,
+            keep: torch.Tensor | None = None) -> torch.Tensor:
         if layer > 0 and self.where == "stem":
             return x
         t = self.table(tuple(grid), layer if self.where == "every_layer" else 0).to(x.dtype)
-        if t.shape[0] == x.shape[1]:
+        if keep is None and t.shape[0] == x.shape[1]:
             return x + t
         # tables that cover patches only leave the prefix (class token) without a position
-        return torch.cat([x[:, : self.num_prefix], x[:, self.num_prefix:] + t], dim=1)
+        rows = t.shape[0] - grid[0] * grid[1]  # the prefix's own rows: num_prefix or none
+        p = self.num_prefix
+        prefix = x[:, :p] + t[:rows] if rows else x[:, :p]
+        return torch.cat([prefix, x[:, p:] + take_patches(t[rows:], keep)], dim=1)
 
 
 class RelativeTable(PositionalEmbedding):
@@ -170,9 +194,11 @@ class RelativeTable(PositionalEmbedding):
         index[:p, :p] = k + 2  # class to class
         return index
 
-    def pair_table(self, grid: tuple[int, int], layer: int) -> torch.Tensor:
+    def pair_table(self, grid: tuple[int, int], layer: int,
+                   keep: torch.Tensor | None = None) -> torch.Tensor:
         """(N, N, C): the entry of every (query, key) token pair at this grid, for the table of
-        block `layer`; class-token entries are zero unless learned."""
+        block `layer`; class-token entries are zero unless learned. With `keep`, the pairs of
+        the tokens present only: (B, n', n', C)."""
         t = 0 if self.shared else layer
         table = resample_grid_table(self.weight[t].flatten(0, 1), tuple(self.weight.shape[1:3]),
                                     self.offset_grid(grid))
@@ -180,6 +206,9 @@ class RelativeTable(PositionalEmbedding):
             cls = self.cls[t] if self.cls is not None else table.new_zeros(3, table.shape[-1])
             table = torch.cat([table, cls])
         index = self.index if tuple(grid) == self.grid else self.pair_index(grid, table.device)
+        if keep is not None:  # rows, then columns, of the tokens present in each sample
+            tokens = pair_tokens(keep, self.num_prefix)
+            index = index[tokens[:, :, None], tokens[:, None, :]]
         return table[index]
 
     def resample_loaded(self, name, value):

@@ -24,13 +24,14 @@ class Relative(RelativeTable):
     def channels(self):
         return self.embed_dim // self.num_heads
 
-    def attention(self, grid, layer):
+    def attention(self, grid, layer, keep=None):
         # zero class-token entries add nothing: leave them out of the product (n² not N²)
         p = 0 if self.cls is not None else self.num_prefix
-        a = self.pair_table(grid, layer)[p:, p:]  # (N, N, d), or (n, n, d) for patches only
+        a = self.pair_table(grid, layer, keep)[..., p:, p:, :]  # (N, N, d) or (n, n, d); (B, ...) with keep
+        pairs = "bhid,ijd->bhij" if keep is None else "bhid,bijd->bhij"
 
         def position(q, k):
-            bias = torch.einsum("bhid,ijd->bhij", q[:, :, p:], a.to(q.dtype))
+            bias = torch.einsum(pairs, q[:, :, p:], a.to(q.dtype))
             return q, k, F.pad(bias * q.shape[-1] ** -0.5, (p, 0, p, 0))
 
         return position

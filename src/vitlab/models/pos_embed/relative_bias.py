@@ -18,6 +18,6 @@ class RelativeBias(RelativeTable):
     def channels(self):
         return self.num_heads
 
-    def attention(self, grid, layer):
-        bias = self.pair_table(grid, layer).permute(2, 0, 1)  # (H, N, N)
+    def attention(self, grid, layer, keep=None):
+        bias = self.pair_table(grid, layer, keep).movedim(-1, -3)  # (H, N, N); (B, H, n, n) with keep
         return lambda q, k: (q, k, bias)

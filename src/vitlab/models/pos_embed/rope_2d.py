@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import PositionalEmbedding, grid_coords
+from .base import PositionalEmbedding, grid_coords, take_patches
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -41,13 +41,15 @@ class Rope2d(PositionalEmbedding):
         freqs = self.freqs.float()
         return torch.cat([xs[:, None] * freqs, ys[:, None] * freqs], dim=1)
 
-    def attention(self, grid, layer):
+    def attention(self, grid, layer, keep=None):
         p = self.num_prefix
         if tuple(grid) == self.grid:
             cos, sin = self.cos, self.sin
         else:
             a = self.angles(grid)
             cos, sin = a.cos(), a.sin()
+        if keep is not None:  # each sample's patches: (B, 1, n, d/2), broadcast over the heads
+            cos, sin = take_patches(cos, keep)[:, None], take_patches(sin, keep)[:, None]
 
         def position(q, k):
             c, s = cos.to(q.dtype), sin.to(q.dtype)

@@ -101,11 +101,14 @@ def unwrap(state: dict) -> dict[str, torch.Tensor]:
 
 def read_vitlab_ckpt(ckpt: dict) -> Source:
     """A checkpoint of an earlier vitlab run: the LightningModule's `model.` (compiled models
-    add `_orig_mod.`)."""
+    add `_orig_mod.`); of an MAE pre-training run (models/mae.py), its `model.encoder.`."""
+    prefix = r"^model\.(_orig_mod\.)?"
+    if any(re.match(prefix + r"encoder\.", key) for key in ckpt["state_dict"]):
+        prefix += r"encoder\."  # the decoder stays behind
     state = {}
     for key, value in ckpt["state_dict"].items():
-        if key.startswith("model."):
-            state[re.sub(r"^model\.(_orig_mod\.)?", "", key)] = value
+        if re.match(prefix, key):
+            state[re.sub(prefix, "", key)] = value
     if not state:
         raise ConfigError("model.pretrained: a Lightning checkpoint without `model.` weights; "
                           "not a vitlab run's checkpoint")
