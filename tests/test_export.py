@@ -29,7 +29,8 @@ def assert_timm_logits(run, folder):
     assert expected.std() > 0.1  # logits far from zero, so the tolerance means something
 
 
-@pytest.mark.parametrize("overrides", [[], ["model.pool=mean"]], ids=["cls", "mean"])
+@pytest.mark.parametrize("overrides", [[], ["model.pool=mean"], ["model.distill_token=true"]],
+                         ids=["cls", "mean", "distilled"])
 def test_timm_builds_the_exported_folder_with_vitlabs_logits(tmp_path, overrides):
     run = make_run(tmp_path / "run", overrides, CLASSES)
     folder = export(run, "timm", tmp_path / "timm")

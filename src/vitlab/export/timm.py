@@ -28,6 +28,7 @@ TIMM_NAMES = {  # (patch, width, depth, heads) -> timm's name for that size
     (14, 1280, 32, 16): "vit_huge_patch14_224",
 }
 GENERIC = "vit_base_patch16_224"  # other sizes: its factory, every size argument overridden
+DISTILLED = "deit_base_distilled_patch16_224"  # distill_token: timm's VisionTransformerDistilled
 HYBRID = "vit_base_r50_s16_224"   # timm's R50 hybrid (ResNetV2 [3, 4, 9], GroupNorm, StdConv)
 R50 = dict(layers=[3, 4, 9], preact=False, stem_type="same")
 TO_TIMM = {ours: theirs for theirs, ours in RENAMES.items()}
@@ -65,6 +66,8 @@ def unsupported(cfg) -> str | None:
         return f"attention {m.attention._target_.rsplit('.', 1)[-1]}: timm's ViT has plain attention"
     if m.get("class_token_at", 0):
         return "class_token_at > 0: timm's class token joins at the stem"
+    if m.get("embed") and m.get("distill_token"):
+        return "a hybrid with distill_token: timm's distilled ViT has a linear patch projection"
     if m.get("embed"):
         e = m.embed
         hybrid = str(e.get("_target_", "")).endswith("HybridEmbed")
@@ -118,6 +121,8 @@ def timm_config(trained: Trained) -> dict:
     hybrid = bool(m.get("embed"))
     size = (int(m.patch_size), int(m.embed_dim), int(m.depth), int(m.num_heads))
     architecture = HYBRID if hybrid else TIMM_NAMES.get(size, GENERIC)
+    if m.get("distill_token"):  # eval: the mean of both heads, in timm as in vitlab
+        architecture = DISTILLED
     args = dict(img_size=list(trained.img_size), in_chans=trained.in_chans,
                 num_classes=len(trained.classes), embed_dim=size[1], depth=size[2],
                 num_heads=size[3], mlp_ratio=float(m.mlp_ratio), qkv_bias=bool(m.qkv_bias))
