@@ -92,11 +92,12 @@ def test_every_trainer_preset_clips_at_the_configured_norm(preset):
 
 def test_nan_guard_keeps_the_first_bad_step_on_the_device_between_checks():
     class GpuGuard(FiniteLoss):
-        def _due(self, trainer, loss):
+        def _due(self, trainer):
             return False  # as on a GPU between two checks: nothing is read back
 
     guard = GpuGuard()
-    trainer = SimpleNamespace(global_step=0, current_epoch=3, checkpoint_callbacks=[])
+    trainer = SimpleNamespace(global_step=0, current_epoch=3, checkpoint_callbacks=[], world_size=1,
+                              strategy=SimpleNamespace(root_device=torch.device("cpu")))
     for step, loss in enumerate([1.0, float("nan"), 2.0, float("inf")], start=1):
         trainer.global_step = step
         guard.on_train_batch_end(trainer, None, torch.tensor(loss), None, step)
