@@ -19,5 +19,6 @@ class RelativeBias(RelativeTable):
         return self.num_heads
 
     def attention(self, grid, layer, keep=None):
-        bias = self.pair_table(grid, layer, keep).movedim(-1, -3)  # (H, N, N); (B, H, n, n) with keep
+        table = self.pair_table(grid, layer, keep)  # (N, N, H); (B, n, n, H) with keep
+        bias = table.movedim(table.dim() - 1, table.dim() - 3)  # positive dims: ONNX's Transpose
         return lambda q, k: (q, k, bias)
