@@ -172,6 +172,27 @@ def test_a_cnn_run_folder_teaches_with_its_trained_weights(tmp_path):
         torch.testing.assert_close(teacher(x), trained(x))
 
 
+@pytest.mark.slow
+def test_a_trained_cnn_run_teaches_a_student_end_to_end(compose_cfg, tmp_path):
+    """A model=cnn run trained by train() is a teacher as its folder stands: the student's test
+    measures the CNN's own test accuracy, and agreement with it."""
+    from omegaconf import OmegaConf
+    from test_reliability import SMALL
+
+    cnn = [o for o in SMALL if not o.startswith("model.")]  # SMALL's ViT depth: a CNN has none
+    teacher_cfg = compose_cfg([*cnn, "model=cnn", "model.backbone=test_resnet", "trainer.max_epochs=1"])
+    teacher_cfg.paths.output_dir = str(tmp_path / "cnn")
+    taught = train(teacher_cfg)
+    (tmp_path / "cnn" / ".hydra").mkdir(exist_ok=True)  # what Hydra writes for a real run
+    OmegaConf.save(teacher_cfg, tmp_path / "cnn" / ".hydra" / "config.yaml")
+    cfg = compose_cfg([*SMALL, "trainer.max_epochs=1", "model.distill_token=true",
+                       f"module.distill.teacher={tmp_path / 'cnn'}", "module.distill.type=hard"])
+    cfg.paths.output_dir = str(tmp_path / "student")
+    student = train(cfg)["test"]
+    assert student["test/teacher_acc"] == pytest.approx(taught["test"]["test/acc"], abs=1e-6)
+    assert 0 <= student["test/agreement"] <= 1
+
+
 def test_distill_study_sweeps_both_teachers_each_of_its_own_fraction():
     """Stage 1 trains a hybrid and a CNN per fraction; stage 2 reads <teacher>_<fraction>."""
     from conftest import CONF
