@@ -64,15 +64,18 @@ study-inductive-bias: install ## 7 inductive-bias variants + the MLP and CNN bas
 		trainer.max_epochs=$(BIAS_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir
 
-DISTILL_FRACTIONS ?= 0.1,0.25,1.0
-TEACHER_EPOCHS ?= 15
-DISTILL_EPOCHS ?= 20
-study-distill: install ## DeiT distillation, reduced: vit_hybrid teachers per fraction, then vit_micro with none/soft/hard distillation (SEEDS=, DISTILL_FRACTIONS=, TEACHER_EPOCHS=, DISTILL_EPOCHS=); then its report
+DISTILL_FRACTIONS ?= 0.25,1.0
+TEACHER_EPOCHS ?= 10
+DISTILL_EPOCHS ?= 10
+# DISTILL_JOBS runs side by side (hydra/launcher=pack), one thread each
+DISTILL_JOBS ?= 2
+DISTILL_PACK = hydra/launcher=pack hydra.launcher.cpu_jobs=$(DISTILL_JOBS) hydra.launcher.threads_per_process=1
+study-distill: install ## DeiT distillation, reduced: vit_hybrid and cnn teachers per fraction, then vit_micro with none/soft/hard distillation from each (SEEDS=, DISTILL_FRACTIONS=, TEACHER_EPOCHS=, DISTILL_EPOCHS=, DISTILL_JOBS=); then its report
 	dir=outputs/studies/distill_$$(date +%Y-%m-%d_%H-%M-%S); \
 	$(STUDY) experiment=distill_teachers data.train_fraction=$(DISTILL_FRACTIONS) \
-		trainer.max_epochs=$(TEACHER_EPOCHS) hydra.sweep.dir=$$dir/teachers && \
+		trainer.max_epochs=$(TEACHER_EPOCHS) $(DISTILL_PACK) hydra.sweep.dir=$$dir/teachers && \
 	$(STUDY) experiment=distill distill.teachers_dir=$$dir/teachers seed=$(SEEDS) \
-		data.train_fraction=$(DISTILL_FRACTIONS) trainer.max_epochs=$(DISTILL_EPOCHS) \
+		data.train_fraction=$(DISTILL_FRACTIONS) trainer.max_epochs=$(DISTILL_EPOCHS) $(DISTILL_PACK) \
 		hydra.sweep.dir=$$dir/students $(ARGS) || echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir/students
 

@@ -148,6 +148,65 @@ def test_distilled_student_with_ema_resumes_exactly_and_keeps_no_teacher(compose
     assert "train/loss_distill" in (tmp_path / "full" / "csv" / "metrics.csv").read_text()
 
 
+def test_a_cnn_run_folder_teaches_with_its_trained_weights(tmp_path):
+    """model=cnn (a timm CNN) as a vitlab teacher: its run folder's config rebuilds the CNN and
+    the checkpoint's weights come back, so the teacher predicts what the trained CNN predicted."""
+    from omegaconf import OmegaConf
+
+    teacher_cfg = compose_config(["model=cnn", "model.backbone=test_resnet"],
+                                 output_dir=tmp_path / "cnn")
+    trained = build_model(teacher_cfg.model).eval()
+    (tmp_path / "cnn" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(teacher_cfg, tmp_path / "cnn" / ".hydra" / "config.yaml")
+    (tmp_path / "cnn" / "checkpoints").mkdir()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()}},
+               tmp_path / "cnn" / "checkpoints" / "best.ckpt")  # as the LightningModule saves it
+    cfg = compose_config([f"module.distill.teacher={tmp_path / 'cnn'}", "model.distill_token=true",
+                          "model.depth=1"])
+    validate(cfg)
+    module = instantiate(cfg.module, model=build_model(cfg.model))
+    teacher = module.distill.teacher
+    assert isinstance(teacher.model, timm.models.ResNet) and not teacher.model.training
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(x), trained(x))
+
+
+@pytest.mark.slow
+def test_a_trained_cnn_run_teaches_a_student_end_to_end(compose_cfg, tmp_path):
+    """A model=cnn run trained by train() is a teacher as its folder stands: the student's test
+    measures the CNN's own test accuracy, and agreement with it."""
+    from omegaconf import OmegaConf
+    from test_reliability import SMALL
+
+    cnn = [o for o in SMALL if not o.startswith("model.")]  # SMALL's ViT depth: a CNN has none
+    teacher_cfg = compose_cfg([*cnn, "model=cnn", "model.backbone=test_resnet", "trainer.max_epochs=1"])
+    teacher_cfg.paths.output_dir = str(tmp_path / "cnn")
+    taught = train(teacher_cfg)
+    (tmp_path / "cnn" / ".hydra").mkdir(exist_ok=True)  # what Hydra writes for a real run
+    OmegaConf.save(teacher_cfg, tmp_path / "cnn" / ".hydra" / "config.yaml")
+    cfg = compose_cfg([*SMALL, "trainer.max_epochs=1", "model.distill_token=true",
+                       f"module.distill.teacher={tmp_path / 'cnn'}", "module.distill.type=hard"])
+    cfg.paths.output_dir = str(tmp_path / "student")
+    student = train(cfg)["test"]
+    assert student["test/teacher_acc"] == pytest.approx(taught["test"]["test/acc"], abs=1e-6)
+    assert 0 <= student["test/agreement"] <= 1
+
+
+def test_distill_study_sweeps_both_teachers_each_of_its_own_fraction():
+    """Stage 1 trains a hybrid and a CNN per fraction; stage 2 reads <teacher>_<fraction>."""
+    from conftest import CONF
+    from omegaconf import OmegaConf
+
+    sweep = {name: OmegaConf.load(CONF / "experiment" / f"{name}.yaml").hydra.sweeper.params
+             for name in ("distill_teachers", "distill")}
+    assert sweep["distill_teachers"].model == "vit_hybrid,cnn"
+    assert sweep["distill"]["distill.teacher"] == "vit_hybrid,cnn"
+    cfg = compose_config(["experiment=distill", "distill.teachers_dir=/t", "distill.teacher=cnn",
+                          "data.train_fraction=0.1"])
+    assert cfg.module.distill.teacher == "/t/cnn_0.1" and "teacher=cnn" in cfg.tags
+
+
 def test_distill_study_gives_the_token_to_distilled_students_only():
     for kind, token in (("none", False), ("soft", True), ("hard", True)):
         cfg = compose_config(["experiment=distill", "distill.teachers_dir=/t", f"module.distill.type={kind}",
@@ -163,16 +222,30 @@ def test_report_tables_the_agreement_against_the_fraction(tmp_path):
 
     from vitlab.report import write_report
 
-    for kind, fraction, agreement in (("none", 0.1, 0.8), ("hard", 0.1, 0.9), ("hard", 1.0, 0.95)):
-        job = tmp_path / f"{kind}_{fraction}"
+    runs = (("cnn", "none", 0.1, 0.8), ("cnn", "hard", 0.1, 0.9), ("cnn", "hard", 1.0, 0.95),
+            ("vit_hybrid", "hard", 0.1, 0.7))
+    for teacher, kind, fraction, agreement in runs:
+        job = tmp_path / f"{teacher}_{kind}_{fraction}"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
-            [f"module.distill.type={kind}", f"data.train_fraction={fraction}"]))
+            [f"distill.teacher={teacher}", f"module.distill.type={kind}", f"data.train_fraction={fraction}"]))
         (job / "summary.json").write_text(json.dumps({"status": "completed", "test": {
-            "test/acc": 0.5, "test/agreement": agreement}}))
+            "test/acc": 0.5, "test/agreement": agreement, "test/teacher_acc": len(teacher) / 100}}))
     report = write_report(tmp_path).read_text()
     section = report.split("## Student-teacher agreement")[1]
-    assert "| module.distill.type=hard | 0.900 ± 0.000 | 0.950 ± 0.000 |" in section
+    assert "| distill.teacher=cnn, module.distill.type=hard | 0.900 ± 0.000 | 0.950 ± 0.000 |" in section
+    assert "| distill.teacher=vit_hybrid, module.distill.type=hard | 0.700 ± 0.000 | — |" in section
+    assert "![agreement vs fraction](agreement_vs_fraction.png)" in section
+    teachers = section.split("## The teachers' own test accuracy")[1]
+    assert "| distill.teacher=cnn | 0.030 ± 0.000 | 0.030 ± 0.000 |" in teachers  # one line a teacher
+
+
+def test_fraction_legend_names_the_axis_once_there_are_two():
+    from vitlab.report import series_label
+
+    config = {"distill.teacher": "cnn", "module.distill.type": "hard"}
+    assert series_label(config, ["distill.teacher", "module.distill.type"]) == "teacher=cnn, type=hard"
+    assert series_label(config, ["distill.teacher"]) == "cnn"
 
 
 def test_distillation_benchmark_times_the_three_side_by_side():

@@ -31,7 +31,8 @@ FRACTION_KEYS = ("data.train_fraction", "data.samples_per_class")
 META = "meta.yaml"     # optional: title, command, machine, date of a kept study (docs/results/data/)
 TUNING = "tuned.yaml"  # hydra/sweeper=tuned's record: per configuration, its trials and chosen values
 METRICS = ("top1", "top5", "parameters", "images_per_sec", "wall_time_s",
-           "agreement")  # agreement: a distilled student's test predictions equal to its teacher's
+           "agreement",     # a distilled student's test predictions equal to its teacher's
+           "teacher_acc")   # that teacher's own test accuracy
 FIGURE_DATA = ("pos_similarity",)  # written by a callback into summary.json, drawn as a figure
 # What a study is ranked by and draws: the first of these its completed runs measured (a loader
 # benchmark has throughput, no accuracy). key: (heading, axis label, figure file, [0, 1] scale)
@@ -63,6 +64,7 @@ def _from_summary(summary: dict) -> dict[str, float | None]:
     test = summary.get("test") or {}
     return {"top1": test.get("test/acc"), "top5": test.get("test/acc_top5"),
             **{k: summary.get(k) for k in METRICS[2:5]}, "agreement": test.get("test/agreement"),
+            "teacher_acc": test.get("test/teacher_acc"),
             "attention_distance": _per_layer(summary.get("attention_distance"))}
 
 
@@ -306,15 +308,24 @@ def plot_top1(rows: list[dict], keys: list[str], measure: str = "top1") -> Figur
     return fig
 
 
-def plot_fraction(rows: list[dict], frac_key: str, series_keys: list[str]) -> Figure:
-    """Accuracy vs training-set size with error bars, one line per series (pure vs hybrid)."""
+def series_label(config: dict, series_keys: list[str]) -> str:
+    """A legend entry: the values alone for one series key (vit_hybrid); with several, each
+    with its key's last part (teacher=cnn, type=hard), so the reader knows which axis is which."""
+    if len(series_keys) == 1:
+        return str(config[series_keys[0]])
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={config[k]}" for k in series_keys) or "all"
+
+
+def plot_fraction(rows: list[dict], frac_key: str, series_keys: list[str], metric: str = "top1",
+                  ylabel: str = "Test top-1 accuracy") -> Figure:
+    """`metric` vs training-set size with error bars, one line per series (pure vs hybrid)."""
     fig = Figure(figsize=(5.5, 4), layout="constrained")
     ax = fig.add_subplot()
     series = defaultdict(list)
     for row in rows:
-        if row["top1"]:
-            label = ", ".join(str(row["config"][k]) for k in series_keys) or "all"
-            series[label].append((float(row["config"][frac_key]), *row["top1"]))
+        if row[metric]:
+            series[series_label(row["config"], series_keys)].append(
+                (float(row["config"][frac_key]), *row[metric]))
     for label, points in sorted(series.items()):
         x, mean, std = zip(*sorted(points), strict=True)
         ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=label)
@@ -322,8 +333,8 @@ def plot_fraction(rows: list[dict], frac_key: str, series_keys: list[str]) -> Fi
     xs = sorted({p[0] for pts in series.values() for p in pts})
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
     ax.set_xlabel(frac_key)
-    ax.set_ylabel("Test top-1 accuracy")
-    ax.legend()
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7 if len(series) > 4 else None)
     ax.grid(alpha=0.3)
     return fig
 
@@ -462,6 +473,12 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
         if any(row["agreement"] for row in rows):  # a distillation study (DeiT's Table 4)
             parts += ["## Student-teacher agreement vs training-set size (test, mean ± std)", "",
                       fraction_table(rows, frac_key, series_keys, "agreement"), ""]
+            _figure(parts, plot_fraction(rows, frac_key, series_keys, "agreement",
+                                         "Test agreement with the teacher"),
+                    folder, "agreement_vs_fraction.png", "agreement vs fraction", caption)
+            teacher_keys = [k for k in series_keys if "teacher" in k]  # one line per teacher
+            parts += ["## The teachers' own test accuracy", "",
+                      fraction_table(rows, frac_key, teacher_keys, "teacher_acc"), ""]
     drawn = distance_rows(rows, frac_key)
     if drawn:
         series = [k for k in keys if k != frac_key]
