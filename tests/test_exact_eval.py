@@ -79,7 +79,7 @@ def test_the_same_checkpoint_gives_the_same_test_acc_on_1_2_and_3_processes(digi
     run_dir, summary = digits_run
     accs = [evaluated(run_dir, n, tmp_path, *loader)["test/acc"] for n in (1, 2, 3)]
     assert accs == [summary["test"]["test/acc"]] * 3  # exactly: counts, not float sums
-    assert round(accs[0] * TEST_IMAGES, 6).is_integer()
+    assert round(accs[0] * TEST_IMAGES, 3).is_integer()  # a count (float32)
 
 
 @pytest.mark.slow
@@ -87,7 +87,7 @@ def test_val_acc_and_so_the_best_checkpoint_do_not_depend_on_the_world_size(digi
     run_dir, summary = digits_run
     accs = [evaluated(run_dir, n, tmp_path, split="val")["val/acc"] for n in (1, 3)]
     assert accs == [summary["val"]["val/acc"]] * 2
-    assert round(accs[0] * VAL_IMAGES, 6).is_integer()
+    assert round(accs[0] * VAL_IMAGES, 3).is_integer()  # a count (float32)
 
 
 @pytest.mark.slow
@@ -158,4 +158,4 @@ def test_streaming_gives_the_same_test_acc_on_1_2_and_3_processes(shards, tmp_pa
     run_dir, summary = trained(tmp_path, *TINY[:2], *TINY[3:6], *STREAM, f"data.input_dir={shards}")
     accs = [evaluated(run_dir, n, tmp_path)["test/acc"] for n in (1, 2, 3)]  # batches of 6: 4 ranks at most
     assert accs == [summary["test"]["test/acc"]] * 3
-    assert round(accs[0] * 29, 6).is_integer()
+    assert round(accs[0] * 29, 3).is_integer()  # a count (float32)
