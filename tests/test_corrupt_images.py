@@ -12,9 +12,10 @@ from vitlab.errors import DataError, run_or_exit
 from vitlab.summary import read_summary
 
 
-def folder_with_bad_images(root, bad=("train/a/3.png", "train/b/7.png", "test/a/1.png")):
+def folder_with_bad_images(root, bad=("train/a/3.png", "train/b/7.png", "test/a/1.png"),
+                           splits=("train", "test")):
     rng = np.random.default_rng(0)
-    for split in ("train", "test"):
+    for split in splits:
         for c in ("a", "b"):
             (root / split / c).mkdir(parents=True, exist_ok=True)
             for i in range(8):
@@ -58,7 +59,10 @@ IMAGEFOLDER = ["model.depth=1", "data=imagefolder", "data.num_classes=2", "data.
 
 @pytest.mark.slow
 def test_a_two_process_run_with_two_workers_each_counts_every_skipped_image(tmp_path):
-    root, bad = folder_with_bad_images(tmp_path / "data")
+    """The bad images lie where every image is read once over the ranks (validation and test:
+    test/a/1 is read by rank 1, test/b/6 by rank 0), so the summary needs both ranks' notes."""
+    root, bad = folder_with_bad_images(tmp_path / "data", bad=("val/a/1.png", "test/a/1.png", "test/b/6.png"),
+                                       splits=("train", "val", "test"))
     run_dir = tmp_path / "run"
     result = run_entry("train.py", [*IMAGEFOLDER, f"data.data_dir={root}", "data.skip_corrupt=true",
                                     "trainer=ddp_cpu", f"hydra.run.dir={run_dir}"], cwd=tmp_path)

@@ -132,7 +132,7 @@ def shards(tmp_path_factory):
     from vitlab.data.shards import convert
 
     root = tmp_path_factory.mktemp("stream")
-    convert(uneven_image_folder(root / "folder"), root / "shards", workers=2, chunk_size=8, verbose=False)
+    convert(uneven_image_folder(root / "folder"), root / "shards", workers=1, chunk_size=8, verbose=False)
     return root / "shards"
 
 
