@@ -278,6 +278,24 @@ def test_where_places_absolute_tables(key):
     assert not torch.allclose(shared(images), stem(images))
 
 
+@pytest.mark.parametrize("where", ["every_layer", "every_layer_shared"])
+@pytest.mark.parametrize("key", ABSOLUTE)
+def test_a_late_class_token_goes_without_a_position_through_per_block_tables(key, where):
+    """class_token_at=1 with a table before every block: from block 1 on the tokens hold the
+    class token, which the patch-only table leaves as it is; the patches get their rows."""
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=16, patch_size=4, in_chans=3, num_classes=5, embed_dim=32,
+                              depth=3, num_heads=2, class_token_at=1,
+                              pos_embed=factory(key, where=where)).eval()
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    x = torch.randn(2, 17, 32)  # block 2's input: class token + 16 patches
+    out, _ = model.positioned(x, (4, 4), 2)
+    table = model.pos_embed.table((4, 4), 2 if where == "every_layer" else 0)
+    assert table.shape[0] == 16
+    torch.testing.assert_close(out[:, 0], x[:, 0])
+    torch.testing.assert_close(out[:, 1:], x[:, 1:] + table)
+
+
 @pytest.mark.parametrize("key", ["none", *RELATIVE])
 def test_variants_without_a_table_refuse_another_where(key):
     with pytest.raises(ValueError, match="where"):

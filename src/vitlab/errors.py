@@ -35,11 +35,22 @@ def user_error(error: BaseException | None) -> VitlabError | None:
     chain, seen = [], set()
     while error is not None and id(error) not in seen:
         if isinstance(error, VitlabError):
-            return error
+            return _without_worker_traceback(error)
         chain.append(error)
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return next(filter(None, map(_rejected_argument, chain)), None)
+
+
+def _without_worker_traceback(error: VitlabError) -> VitlabError:
+    """An error raised in a DataLoader worker comes back re-raised with the worker's traceback
+    in its message ("Caught DataError in DataLoader worker process 0. Original Traceback ...");
+    its own one-line message is the traceback's last line."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return error
+    last = text.rstrip().splitlines()[-1]
+    return type(error)(last.split(f"{type(error).__name__}: ", 1)[-1])
 
 
 def _rejected_argument(error: BaseException) -> ConfigError | None:

@@ -33,7 +33,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                         precision=precision, logger=False, default_root_dir=cfg.paths.output_dir)
     run = trainer.validate if cfg.split == "val" else trainer.test
     results = run(module, datamodule=datamodule, ckpt_path=str(ckpt_path))[0]
-    metrics = {k: float(v) for k, v in results.items()}
-    write_summary(Path(cfg.paths.output_dir), {"status": "completed", "ckpt_path": str(ckpt_path),
-                                               "split": cfg.split, cfg.split: metrics})
+    metrics = {k: float(v) for k, v in results.items()}  # synced: every image once, any world size
+    if trainer.is_global_zero:
+        write_summary(Path(cfg.paths.output_dir), {"status": "completed", "ckpt_path": str(ckpt_path),
+                                                   "split": cfg.split, cfg.split: metrics,
+                                                   "world_size": trainer.world_size})
     return metrics

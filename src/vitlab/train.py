@@ -155,6 +155,7 @@ def _train(cfg: DictConfig) -> dict:
         if cfg.get("test") and not trainer.fast_dev_run:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             summary["test"] = _metrics(trainer, "test/")
+        summary["skipped_images"] = sorted(_skipped(datamodule, trainer))  # every rank's
         summary["status"] = "completed"
     except BaseException as error:  # record how the run ended, then let it propagate
         interrupt = next((c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint)), None)
@@ -168,7 +169,8 @@ def _train(cfg: DictConfig) -> dict:
         summary["images_per_sec"] = speed * trainer.world_size if speed else None  # all of them
         summary["global_step"] = trainer.global_step
         summary["epochs"] = trainer.current_epoch
-        summary["skipped_images"] = sorted(_skipped(datamodule))
+        if "skipped_images" not in summary:  # a run that failed: this rank's, no collective
+            summary["skipped_images"] = sorted(_skipped(datamodule))
         summary["classes"] = [str(c) for c in getattr(datamodule, "classes", ())]  # for export, predict
         for callback in trainer.callbacks:  # figures' data (attention distance, ...) for reports
             summary.update(getattr(callback, "summary_values", {}))
@@ -180,12 +182,17 @@ def _train(cfg: DictConfig) -> dict:
     return summary
 
 
-def _skipped(datamodule) -> set[str]:
-    """Unreadable images skipped with data.skip_corrupt=true, from every split."""
+def _skipped(datamodule, trainer: L.Trainer | None = None) -> set[str]:
+    """Unreadable images skipped with data.skip_corrupt=true, from every split (and its loader
+    workers); with a `trainer` of several processes, from every rank (each read its share)."""
     found = set()
     for split in datamodule.splits.values():
         ds = split
         while hasattr(ds, "dataset"):  # through Subset wrappers
             ds = ds.dataset
         found |= getattr(ds, "skipped", set())
+    if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
+        ranks = [None] * trainer.world_size
+        torch.distributed.all_gather_object(ranks, found)
+        found = set().union(*ranks)
     return found

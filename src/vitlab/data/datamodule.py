@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..errors import ConfigError, DataError
@@ -138,7 +139,7 @@ class ImageDataModule(L.LightningDataModule):
             self.mean, self.std, shuffle=shuffle, seed=torch.initial_seed() % 2**31,
             augment=self.device_augment if train else None, drop_last=train and self.drop_last,
             rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
-            epoch=(lambda: trainer.current_epoch) if trainer else None,
+            epoch=(lambda: trainer.current_epoch) if trainer else None, every_image=not train,
         )
 
     def _loader(self, split: str, shuffle: bool, sampler=None) -> DataLoader | DeviceLoader:
@@ -175,8 +176,30 @@ class ImageDataModule(L.LightningDataModule):
                                      shuffle=False)
         return self._loader("train", shuffle=False, sampler=sampler)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+    def _eval_loader(self, split: str) -> DataLoader | DeviceLoader:
+        """Every image of the split exactly once over the ranks, whatever the world size: rank r
+        takes images r, r + W, ... (Lightning's unpadded sampler, which it leaves in place, not
+        its DistributedSampler, which pads by repeating images), so ranks may differ by one
+        batch; the metrics' synced sums count each image once."""
+        trainer = self.trainer
+        world = trainer.world_size if trainer else 1
+        check_eval_share(split, len(self.splits[split]), world)
+        if self.on_device or world < 2:
+            return self._loader(split, shuffle=False)
+        sampler = UnrepeatedDistributedSampler(self.splits[split], world, trainer.global_rank,
+                                               shuffle=False)
+        return self._loader(split, shuffle=False, sampler=sampler)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def val_dataloader(self) -> DataLoader | DeviceLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader | DeviceLoader:
+        return self._eval_loader("test")
+
+
+def check_eval_share(split: str, images: int, world_size: int) -> None:
+    """Every rank needs at least one image to evaluate: a rank with none would wait for the
+    others in the metrics' sync (and DDP's first-batch buffer sync)."""
+    if 0 < images < world_size:
+        raise DataError(f"the {split} split has {images} images, fewer than the {world_size} "
+                        f"processes evaluating it; use fewer processes (trainer.devices)")

@@ -78,15 +78,17 @@ class DeviceLoader:
                  mean: Sequence[float], std: Sequence[float], shuffle: bool = False,
                  augment: DeviceAugment | None = None, seed: int = 0, drop_last: bool = False,
                  rank: int = 0, world_size: int = 1, epoch: Callable[[], int | None] | None = None,
-                 chunk_batches: int = 16, chunk_bytes: int = 2**28):
+                 chunk_batches: int = 16, chunk_bytes: int = 2**28, every_image: bool = False):
         """`epoch` returns the current epoch (the trainer's); without it every pass over the
-        loader counts one. DDP: each of `world_size` processes takes an equal share. A chunk
+        loader counts one. DDP: each of `world_size` processes takes an equal share (the
+        remainder left out), or with `every_image` (evaluation) images rank, rank + world_size,
+        ...: every image once over the ranks, whose batch counts may differ by one. A chunk
         holds `chunk_batches` batches, fewer where they exceed `chunk_bytes` of float32
         images (at least one batch)."""
         self.images, self.labels = images, labels.to(images.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.augment, self.seed = augment, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.every_image = rank, world_size, every_image
         self.epoch_fn, self._passes = epoch, 0
         per_image = 4 * images[0].numel() if len(images) else 1
         self.chunk = max(1, min(chunk_batches, chunk_bytes // (per_image * batch_size))) * batch_size
@@ -95,7 +97,10 @@ class DeviceLoader:
         self.inv_std = 1.0 / torch.tensor(std, device=images.device).view(shape)
 
     def _size(self) -> int:
-        return len(self.labels) // self.world_size if self.world_size > 1 else len(self.labels)
+        n = len(self.labels)
+        if self.world_size < 2:
+            return n
+        return len(range(self.rank, n, self.world_size)) if self.every_image else n // self.world_size
 
     def __len__(self) -> int:
         n, b = self._size(), self.batch_size

@@ -7,10 +7,11 @@ with the same transforms as the image-folder path; Mixup/CutMix mix on the devic
 
 Epochs: every training sample once per epoch over all ranks, in equal batch counts per rank
 (litdata drops the last < world_size x batch_size samples of a shuffled epoch in DDP, or with
-`drop_last`); the order is drawn from (`seed`, epoch). Resume: the position in the stream is
-taken from the trainer's own restored counters (epoch, batches done in it) when an epoch
-starts, not from Lightning's loader-state restore, which skips epoch-boundary checkpoints,
-never sets a streaming dataset's epoch, and is skipped altogether once
+`drop_last`); the order is drawn from (`seed`, epoch). Validation and test: every sample exactly
+once over the ranks, in stored order, whatever the world size (no drop_last; see `_eval_loader`).
+Resume: the position in the stream is taken from the trainer's own restored counters (epoch,
+batches done in it) when an epoch starts, not from Lightning's loader-state restore, which skips
+epoch-boundary checkpoints, never sets a streaming dataset's epoch, and is skipped altogether once
 `estimated_stepping_batches` has built the loader early (pytorch-lightning#20550,
 litData#775). The loader's own state, saved with the data module, tells litdata which
 worker layout the checkpoint had, so a changed worker count resumes with exactly the unseen
@@ -225,13 +226,26 @@ class StreamingDataModule(ImageDataModule):
         self._resume_state = None
         return self._train_loader
 
+    def _eval_loader(self, split: str):
+        """Every image of the split exactly once over the ranks: without drop_last litdata gives
+        each rank floor(floor(N / batch) / W) whole batches and the last rank the rest, so ranks
+        may differ by several batches (the metrics' synced sums count each image once). A rank
+        without a batch would wait in the metrics' sync: refused here, the same on every rank."""
+        world, samples = self.world[0], int(self.manifest["splits"][split]["samples"])
+        if world > 1 and samples // self.eval_batch_size < world:
+            raise DataError(f"the {split} split has {samples} images, fewer than one batch of "
+                            f"{self.eval_batch_size} for each of the {world} processes (litdata "
+                            f"leaves the others none); set a smaller +data.eval_batch_size or use "
+                            f"fewer processes")
+        return self._streaming_loader(split)
+
     def val_dataloader(self):
         self.setup("fit")
-        return self._streaming_loader("val")
+        return self._eval_loader("val")
 
     def test_dataloader(self):
         self.setup("test")
-        return self._streaming_loader("test")
+        return self._eval_loader("test")
 
     def state_dict(self) -> dict:
         """The training loader's litdata state (its worker layout), saved in every checkpoint."""

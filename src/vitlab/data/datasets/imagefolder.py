@@ -7,6 +7,10 @@ Unreadable images raise an error naming the file, or are skipped and counted wit
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -22,7 +26,26 @@ class CheckedImageFolder(datasets.ImageFolder):
     def __init__(self, root: str, skip_corrupt: bool = False):
         super().__init__(root)
         self.skip_corrupt = skip_corrupt
-        self.skipped: set[str] = set()
+        self._skipped_here: set[str] = set()
+        # a DataLoader worker's copy of this dataset dies with the worker: each process also
+        # notes the paths it skipped in a file of this folder, which the main process reads
+        self.skip_log = tempfile.mkdtemp(prefix="vitlab-skipped-") if skip_corrupt else None
+        if self.skip_log:
+            weakref.finalize(self, shutil.rmtree, self.skip_log, ignore_errors=True)
+
+    @property
+    def skipped(self) -> set[str]:
+        """Every unreadable file skipped so far, by this process or any of its loader workers."""
+        found = set(self._skipped_here)
+        for log in Path(self.skip_log).glob("*.txt") if self.skip_log else ():
+            found.update(log.read_text().splitlines())
+        return found
+
+    def _note_skipped(self, path: str) -> None:
+        if path not in self._skipped_here:
+            self._skipped_here.add(path)
+            with open(Path(self.skip_log) / f"{os.getpid()}.txt", "a") as f:
+                f.write(path + "\n")
 
     def __getitem__(self, index):
         path, target = self.samples[index]
@@ -33,7 +56,7 @@ class CheckedImageFolder(datasets.ImageFolder):
             if not self.skip_corrupt:
                 raise DataError(f"cannot read image {path}: {e} (fix or remove it, or set "
                                 f"data.skip_corrupt=true to skip unreadable images)") from e
-            self.skipped.add(path)
+            self._note_skipped(path)
             # stand in the next readable image so the batch keeps its size
             return self[(index + 1) % len(self.samples)]
 

@@ -121,7 +121,9 @@ class AbsolutePositionalEmbedding(PositionalEmbedding):
             return x + t
         # tables that cover patches only leave the prefix (class token) without a position
         rows = t.shape[0] - grid[0] * grid[1]  # the prefix's own rows: num_prefix or none
-        p = self.num_prefix
+        # the prefix tokens present: a class token that joins at a later block
+        # (class_token_at > 0) is in x from that block on, though the table has no row for it
+        p = x.shape[1] - (grid[0] * grid[1] if keep is None else keep.shape[1])
         prefix = x[:, :p] + t[:rows] if rows else x[:, :p]
         return torch.cat([prefix, x[:, p:] + take_patches(t[rows:], keep)], dim=1)
 
