@@ -26,7 +26,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from bench_distill import timed
+from bench_distill import split_options, timed
 from vitlab.build_model import build_model
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -34,14 +34,7 @@ OWN = {"batch_size": 64, "rounds": 10, "warmup": 2, "device": "cpu"}
 
 
 def main(argv: list[str]) -> dict:
-    own = dict(OWN)
-    overrides = []
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key in own:
-            own[key] = type(OWN[key])(value)
-        else:
-            overrides.append(arg)
+    own, overrides = split_options(argv, OWN)
     with initialize_config_dir(CONF, version_base=None):
         cfg = compose("train", [*overrides, "module=mae"])
     device = torch.device(own["device"])

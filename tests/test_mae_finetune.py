@@ -89,7 +89,8 @@ def test_the_cifar10_mae_recipe_fine_tunes_the_encoder_it_pre_trains():
     assert {k: pre.model[k] for k in shape} == {k: fine.model[k] for k in shape}
     assert pre.model.pos_embed == fine.model.pos_embed
     assert pre.data.mean == fine.data.mean and pre.data._target_ == fine.data._target_
-    assert pre.module._target_ == "vitlab.mae_module.MaskedAutoencoderModule" and pre.module.mae.mask_ratio == 0.75
+    assert pre.module._target_ == "vitlab.mae_module.MaskedAutoencoderModule"
+    assert pre.module.mae.mask_ratio == 0.75
     assert pre.callbacks.model_checkpoint.monitor == "val/loss" and pre.trainer.accelerator == "gpu"
     assert fine.module.layer_decay == 0.75 and fine.model.drop_path_rate == 0.1 and fine.data.mix
     assert pre.compile and fine.compile and fine.trainer.accelerator == "gpu"

@@ -44,10 +44,12 @@ def test_the_grid_is_drawn_every_n_epochs_and_at_the_last(tmp_path):
     data.setup()
     grid = MaeReconstructionGrid(cfg.data.mean, cfg.data.std, every_n_epochs=2, num_images=3)
     for epoch in range(3):  # the hook as Lightning calls it after each validation
-        trainer = SimpleNamespace(current_epoch=epoch, max_epochs=3, sanity_checking=False, is_global_zero=True,
-                                  datamodule=data, default_root_dir=tmp_path, loggers=[], global_step=epoch)
+        trainer = SimpleNamespace(current_epoch=epoch, max_epochs=3, sanity_checking=False,
+                                  is_global_zero=True, datamodule=data, default_root_dir=tmp_path,
+                                  loggers=[], global_step=epoch)
         grid.on_validation_epoch_end(trainer, module)
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["mae_epoch_002.png", "mae_epoch_003.png"]
+    drawn = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert drawn == ["mae_epoch_002.png", "mae_epoch_003.png"]
     images, noise = grid._fixed
     assert images.shape == (3, 1, 32, 32) and noise.shape == (3, module.model.num_patches)
     assert torch.equal(images, next(iter(data.val_dataloader()))[0][:3])  # the same images each time

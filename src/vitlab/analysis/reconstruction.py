@@ -52,8 +52,8 @@ def plot_reconstructions(panels: torch.Tensor, title: str) -> Figure:
     for i in range(n):
         for j, name in enumerate(COLUMNS):
             image = panels[j, i].cpu().permute(1, 2, 0).numpy()
-            axes[i, j].imshow(image[..., 0] if channels == 1 else image, cmap="gray" if channels == 1 else None,
-                              vmin=0, vmax=1)
+            gray = channels == 1
+            axes[i, j].imshow(image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=1)
             axes[i, j].set_axis_off()
             if i == 0:
                 axes[i, j].set_title(name, fontsize=8)
