@@ -90,11 +90,12 @@ study-transfer: install ## pre-train vit_micro and vit_hybrid on 10 % of CIFAR-1
 		|| echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir/finetune
 
-# MAE on the digits' own images and on CIFAR-10's (labels unused), then the digits' labels at each fraction
-MAE_EPOCHS ?= 100
-MAE_OTHER_EPOCHS ?= 20
-MAE_OTHER_FRACTION ?= 1.0
-SSL_EPOCHS ?= 35
+# MAE on the digits' own images and on 20 % of CIFAR-10's (labels unused, about equal steps), then the
+# digits' labels at each fraction. Full version: `python src/train.py experiment=ssl_transfer` after longer MAE runs.
+MAE_EPOCHS ?= 40
+MAE_OTHER_EPOCHS ?= 5
+MAE_OTHER_FRACTION ?= 0.2
+SSL_EPOCHS ?= 20
 SSL_FRACTIONS ?= 0.05,0.1,0.25,1.0
 study-mae: SEEDS ?= 0,1,2
 study-mae: install ## MAE pre-training on the digits' images and on CIFAR-10's (CIFAR_DIR=, MAE_EPOCHS=, MAE_OTHER_EPOCHS=, MAE_OTHER_FRACTION=), then scratch vs the two on digit fractions (SEEDS=, SSL_EPOCHS=, SSL_FRACTIONS=); then its report
