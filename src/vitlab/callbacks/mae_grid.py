@@ -19,20 +19,25 @@ class MaeReconstructionGrid(L.Callback):
     def __init__(self, mean: Sequence[float], std: Sequence[float], every_n_epochs: int = 10,
                  num_images: int = 8, seed: int = 0, key: str = "mae/reconstruction"):
         """`mean`, `std`: the data's normalisation, undone for the picture. `seed` fixes the
-        masks; the images are the first `num_images` of the validation split. The last epoch
-        is always drawn."""
+        masks; the images are `num_images` evenly spaced over the validation split. The last
+        epoch is always drawn."""
         self.mean, self.std = list(mean), list(std)
         self.every_n_epochs, self.num_images, self.seed, self.key = every_n_epochs, num_images, seed, key
         self._fixed: tuple[torch.Tensor, torch.Tensor] | None = None  # images, noise
 
+    def _validation_images(self, trainer: L.Trainer) -> torch.Tensor:
+        """`num_images` evenly spaced over the validation split (a folder's first images are all
+        of one class), through its evaluation transform; else the first of its loader."""
+        dm = trainer.datamodule
+        split = getattr(dm, "splits", {}).get("val")
+        if split is not None and len(split):
+            spaced = torch.linspace(0, len(split) - 1, min(self.num_images, len(split))).long().unique()
+            return torch.stack([split[int(i)][0] for i in spaced])
+        return next(iter(dm.val_dataloader()))[0][: self.num_images]
+
     def _images_and_noise(self, trainer: L.Trainer, module: MaskedAutoencoderModule):
         if self._fixed is None:
-            images = []
-            for batch in trainer.datamodule.val_dataloader():
-                images.append(batch[0])
-                if sum(len(x) for x in images) >= self.num_images:
-                    break
-            images = torch.cat(images)[: self.num_images]
+            images = self._validation_images(trainer)
             gen = torch.Generator().manual_seed(self.seed)
             self._fixed = images, torch.rand(len(images), module.model.num_patches, generator=gen)
         return (t.to(module.device) for t in self._fixed)
