@@ -14,6 +14,7 @@ from PIL import Image
 from vitlab.build_model import build_model
 from vitlab.config_checks import validate
 from vitlab.data.datasets.unlabelled import unlabelled
+from vitlab.data.on_device import as_uint8
 from vitlab.errors import ConfigError, DataError
 
 
@@ -39,6 +40,8 @@ def test_every_image_under_the_folder_split_into_fixed_disjoint_train_and_test(t
     assert {p.split("/")[-2] for p, _ in splits.train.dataset.samples} == {"flat", "er"}
     assert set(unlabelled(str(root), split_seed=0).test.indices) == test  # seeded
     assert set(unlabelled(str(root), split_seed=1).test.indices) != test
+    images, labels = as_uint8(splits.train, resize=16, cache_dir=tmp_path / "cache")  # data.on_device
+    assert images.shape == (36, 3, 16, 16) and set(labels.tolist()) == {0}
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"has 0 image\(s\)"):
         unlabelled(str(tmp_path / "empty"))
