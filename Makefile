@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid study-inductive-bias study-transfer study-distill report bench gpu-check gpu-carry docs docs-serve results
+.PHONY: help install train test test-slow lint clean study-posemb study-posemb-tuned study-hybrid study-inductive-bias study-transfer study-distill study-mae report bench gpu-check gpu-carry docs docs-serve results
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -90,6 +90,25 @@ study-transfer: install ## pre-train vit_micro and vit_hybrid on 10 % of CIFAR-1
 		hydra.sweep.dir=$$dir/pretrain && \
 	$(STUDY) experiment=transfer transfer.pretrain_dir=$$dir/pretrain seed=$(SEEDS) \
 		trainer.max_epochs=$(TRANSFER_EPOCHS) hydra.sweep.dir=$$dir/finetune $(ARGS) \
+		|| echo "some runs failed: listed in the report"; \
+	$(PY) -m vitlab.report $$dir/finetune
+
+# MAE on the digits' own images and on 20 % of CIFAR-10's (labels unused, about equal steps), then the
+# digits' labels at each fraction. Full version: `python src/train.py experiment=ssl_transfer` after longer MAE runs.
+MAE_EPOCHS ?= 40
+MAE_OTHER_EPOCHS ?= 5
+MAE_OTHER_FRACTION ?= 0.2
+SSL_EPOCHS ?= 20
+SSL_FRACTIONS ?= 0.05,0.1,0.25,1.0
+study-mae: SEEDS ?= 0,1,2
+study-mae: install ## MAE pre-training on the digits' images and on CIFAR-10's (CIFAR_DIR=, MAE_EPOCHS=, MAE_OTHER_EPOCHS=, MAE_OTHER_FRACTION=), then scratch vs the two on digit fractions (SEEDS=, SSL_EPOCHS=, SSL_FRACTIONS=); then its report
+	dir=outputs/studies/mae_$$(date +%Y-%m-%d_%H-%M-%S); \
+	$(STUDY) experiment=mae_pretrain trainer.max_epochs=$(MAE_EPOCHS) hydra.run.dir=$$dir/pretrain/same && \
+	$(STUDY) experiment=mae_pretrain data=unlabelled data.data_dir=$(CIFAR_DIR)/train data.img_size=32 \
+		data.batch_size=32 data.train_fraction=$(MAE_OTHER_FRACTION) trainer.max_epochs=$(MAE_OTHER_EPOCHS) \
+		hydra.run.dir=$$dir/pretrain/other && \
+	$(STUDY) experiment=ssl_transfer ssl.pretrain_dir=$$dir/pretrain seed=$(SEEDS) \
+		data.train_fraction=$(SSL_FRACTIONS) trainer.max_epochs=$(SSL_EPOCHS) hydra.sweep.dir=$$dir/finetune $(ARGS) \
 		|| echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir/finetune
 

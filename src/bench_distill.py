@@ -39,15 +39,20 @@ def timed(fn, device) -> float:
     return time.perf_counter() - start
 
 
-def main(argv: list[str]) -> dict:
-    own = dict(OWN)
-    overrides = []
+def split_options(argv: list[str], defaults: dict) -> tuple[dict, list[str]]:
+    """The benchmark's own `key=value` options (typed as their defaults) and the config overrides."""
+    own, overrides = dict(defaults), []
     for arg in argv:
         key, _, value = arg.partition("=")
         if key in own:
-            own[key] = type(OWN[key])(value)
+            own[key] = type(defaults[key])(value)
         else:
             overrides.append(arg)
+    return own, overrides
+
+
+def main(argv: list[str]) -> dict:
+    own, overrides = split_options(argv, OWN)
     with initialize_config_dir(CONF, version_base=None):
         cfg = compose("train", [*overrides, "model.distill_token=true"])
         teacher_cfg = compose("train", [*overrides, f"model={own['teacher']}"])

@@ -7,14 +7,12 @@ from omegaconf import DictConfig
 
 from vitlab.cli import check_command_line
 from vitlab.errors import run_or_exit
-from vitlab.evaluate import evaluate
+from vitlab.evaluate import evaluate, headline
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    metrics = run_or_exit(evaluate, cfg)
-    acc = metrics.get(f"{cfg.split}/acc")
-    print(f"{cfg.split} accuracy: {acc:.4f}")
+    print(headline(run_or_exit(evaluate, cfg), cfg.split))
 
 
 if __name__ == "__main__":

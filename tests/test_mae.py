@@ -122,3 +122,12 @@ def test_cli_refuses_what_cannot_be_masked_in_one_line(tmp_path):
 def test_bad_mae_values_are_one_line(options, message):
     with pytest.raises(ConfigError, match=message):
         MaskedAutoencoder(tiny("learned_1d"), **{"decoder_heads": 2, "decoder_dim": 16, **options})
+
+
+def test_the_mae_benchmark_times_both_steps_side_by_side():
+    import runpy
+
+    main = runpy.run_path(str(ROOT / "src" / "bench_mae.py"), run_name="bench_mae")["main"]
+    result = main(["rounds=1", "warmup=0", "batch_size=4", "model.depth=1", "module.mae.mask_ratio=0.5"])
+    assert all(result[f"{k}_ms"] > 0 for k in ("supervised_step", "mae_step", "mae_step_no_decoder_blocks"))
+    assert result["ratio"] > 0 and result["mask_ratio"] == 0.5 and result["patches"] == 16

@@ -59,3 +59,38 @@ def test_pretrain_then_finetune_through_the_cli(tmp_path):
                                   f"hydra.run.dir={tmp_path}/fine", "module.warmup_epochs=0", *fast], ROOT)
     assert fine.returncode == 0, fine.stderr[-2000:]
     assert "pretrained: loaded" in (tmp_path / "fine" / "train.log").read_text()
+
+
+def test_linear_probe_of_an_mae_run_trains_the_head_alone_on_the_frozen_encoder(tmp_path):
+    """The standard check of what MAE learned: model.pretrained=<MAE run> module.linear_probe=true."""
+    run, mae = mae_run_folder(tmp_path / "mae")
+    cfg = compose_config([f"model.pretrained={run}", "module.linear_probe=true"])
+    module = instantiate(cfg.module, model=build_model(cfg.model))
+    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    assert trainable == {"head.weight", "head.bias"}
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    images, labels = torch.randn(8, 1, 32, 32), torch.arange(8)
+    opt = torch.optim.AdamW(p for p in module.model.parameters() if p.requires_grad)
+    torch.nn.functional.cross_entropy(module.model(images), labels).backward()
+    opt.step()
+    after = module.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"head.weight", "head.bias"}
+    for key, value in mae.model.encoder.state_dict().items():  # the encoder is the MAE run's
+        assert torch.equal(after[key], value), key
+
+
+def test_the_cifar10_mae_recipe_fine_tunes_the_encoder_it_pre_trains():
+    """experiment=cifar10_mae then experiment=cifar10_mae_finetune (GPU; unmeasured): the same
+    encoder shape, images and statistics in both stages; MAE's module, then MAE's fine-tuning."""
+    pre = compose_config(["experiment=cifar10_mae", "data.data_dir=cifar"])
+    fine = compose_config(["experiment=cifar10_mae_finetune", "data.data_dir=cifar", "model.pretrained=run"])
+    shape = ("_target_", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "pool")
+    assert {k: pre.model[k] for k in shape} == {k: fine.model[k] for k in shape}
+    assert pre.model.pos_embed == fine.model.pos_embed
+    assert pre.data.mean == fine.data.mean and pre.data._target_ == fine.data._target_
+    assert pre.module._target_ == "vitlab.mae_module.MaskedAutoencoderModule"
+    assert pre.module.mae.mask_ratio == 0.75
+    assert pre.callbacks.model_checkpoint.monitor == "val/loss" and pre.trainer.accelerator == "gpu"
+    assert fine.module.layer_decay == 0.75 and fine.model.drop_path_rate == 0.1 and fine.data.mix
+    assert pre.compile and fine.compile and fine.trainer.accelerator == "gpu"

@@ -114,10 +114,18 @@ def check_pos_embed(cfg: DictConfig) -> None:
                           "table to the tokens: use model.pos_embed.where=stem")
 
 
+MAE_MODULE = "vitlab.mae_module.MaskedAutoencoderModule"  # learns from images alone
+
+
 def check_data(cfg: DictConfig) -> None:
-    """data: classes >= 2, image size and batch size positive, fractions in range,
-    samples_per_class positive."""
-    _number(cfg, "data.num_classes", lo=2, integer=True)
+    """data: classes >= 2 (0, unlabelled images, only for module=mae), image size and batch
+    size positive, fractions in range, samples_per_class positive."""
+    classes = get(cfg, "data.num_classes", None)
+    if classes == 0 and get(cfg, "module._target_", None) != MAE_MODULE:
+        raise ConfigError("data.num_classes=0: these images have no labels (data=unlabelled), so only "
+                          "MAE pre-training can use them (experiment=mae_pretrain or module=mae)")
+    if classes != 0:
+        _number(cfg, "data.num_classes", lo=2, integer=True)
     _number(cfg, "data.img_size", lo=1, integer=True)
     _number(cfg, "data.in_chans", lo=1, integer=True)
     _number(cfg, "data.batch_size", lo=1, integer=True)

@@ -39,3 +39,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                                                    "split": cfg.split, cfg.split: metrics,
                                                    "world_size": trainer.world_size})
     return metrics
+
+
+def headline(metrics: dict[str, float], split: str) -> str:
+    """The one line eval.py prints: a classifier's accuracy, or an MAE pre-training run's
+    reconstruction loss (it has no classes; its test masks are the fixed ones of training)."""
+    if f"{split}/acc" in metrics:
+        return f"{split} accuracy: {metrics[f'{split}/acc']:.4f}"
+    return f"{split} reconstruction loss: {metrics[f'{split}/loss']:.4f}"

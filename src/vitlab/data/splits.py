@@ -25,6 +25,7 @@ class Splits:
     classes: Sequence[str]
     val: Dataset | None = None
     source: str = ""  # where the data came from, for messages
+    labelled: bool = True  # False: images only (datasets/unlabelled.py), no classes
 
 
 def labels_of(ds: Dataset) -> np.ndarray:
@@ -66,7 +67,7 @@ def per_class_subset(labels: np.ndarray, samples_per_class: int, seed: int) -> n
 
 def check_splits(splits: Splits) -> None:
     """Fail early on data no training can use: too few classes or an empty split."""
-    if len(splits.classes) < 2:
+    if splits.labelled and len(splits.classes) < 2:
         raise DataError(f"{splits.source}: found {len(splits.classes)} class(es) "
                         f"({', '.join(map(str, splits.classes)) or 'none'}); a classifier needs at least 2")
     for name in ("train", "val", "test"):
