@@ -238,22 +238,25 @@ def test_probe_curves_and_cka_heatmaps_are_drawn_from_the_summaries_per_variant(
                 num += 1
     write_report(sweep)
     report = (sweep / "report.md").read_text()
-    # at the largest fraction, mean over the two seeds
-    assert "## Accuracy vs shift (zero-padded) (bias probe, mean over seeds at data.train_fraction=1)" \
-        in report
-    assert "| cnn | 0.905 | 0.805 | 0.705 |" in report and "| pure | 0.905 | 0.605 | 0.305 |" in report
+    # one row per variant and fraction, mean over the two seeds; a panel per fraction
+    assert "## Accuracy vs shift (zero-padded) (bias probe, mean over seeds)" in report
+    assert "| cnn @ train_fraction=1 | 0.905 | 0.805 | 0.705 |" in report
+    assert "| pure @ train_fraction=1 | 0.905 | 0.605 | 0.305 |" in report
+    assert "| pure @ train_fraction=0.1 | 0.905 | 0.555 | 0.205 |" in report
     # shift consistency against the fraction, 0.1 then 1.0
     assert "| cnn | 0.650 | 0.600 |" in report and "| pure | 0.850 | 0.800 |" in report
-    assert "Probes skipped: pure: cka_between (no second run)." in report
+    assert "Probes skipped: pure @ train_fraction=0.1: cka_between (no second run); " in report
     for png in ("probe_shift.png", "probe_shift_circular.png", "probe_occlusion.png", "probe_shuffle.png",
                 "probe_consistency.png", "probe_cka.png"):
         assert (sweep / png).stat().st_size > 5000 and f"]({png})" in report
     figures = {name: fig for fig, name, _ in (p for p in probe_parts(load_sweep(sweep), ["bias",
                "data.train_fraction"], "data.train_fraction") if not isinstance(p, str))}
-    shift = figures["probe_shift.png"].axes[0]
-    assert [line.get_label() for line in shift.lines] == ["cnn", "pure"]
-    assert list(shift.lines[1].get_ydata()) == pytest.approx([0.905, 0.605, 0.305])
+    small, full = figures["probe_shift.png"].axes
+    assert small.get_title() == "data.train_fraction=0.1" and full.get_title() == "data.train_fraction=1"
+    assert [line.get_label() for line in full.lines] == ["cnn", "pure"]
+    assert list(full.lines[1].get_ydata()) == pytest.approx([0.905, 0.605, 0.305])
     cka = figures["probe_cka.png"].axes
+    assert cka[0].get_title() == "cnn @ train_fraction=1"
     assert cka[0].images[0].get_array()[0][1] == pytest.approx(0.45)  # the seeds' mean
 
 

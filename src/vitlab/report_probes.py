@@ -1,8 +1,8 @@
 """The bias probes of a study's runs, drawn from their summary.json `probes` alone (report.py
 calls this): accuracy against shift (zero-padded and circular), against the fraction occluded
-and against the shuffle grid, one curve per variant; shift consistency against training-set size
-in a data-size study; each variant's layer x layer CKA heatmap (and cross-run CKA where present).
-Values are averaged over seeds; in a data-size study the curves are those at the largest fraction.
+and against the shuffle grid, one curve per variant (in a data-size study one panel per
+training-set fraction); shift consistency against training-set size; each variant's layer x layer
+CKA heatmap at its largest fraction (and cross-run CKA where present). Values are averaged over seeds.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ CURVES = {
 
 
 def _label(params: dict, keys: list[str]) -> str:
-    return ", ".join(str(params.get(k, "—")) for k in keys) or "all"
+    """A variant by the values it sets (a key only some runs set, e.g. model/pos_embed, is left
+    out where unset)."""
+    return ", ".join(str(params[k]) for k in keys if k in params) or "all"
 
 
 def _mean_curves(probe_sets: list[dict], name: str) -> dict[float, float] | None:
@@ -36,16 +38,19 @@ def _mean_curves(probe_sets: list[dict], name: str) -> dict[float, float] | None
     return {s: statistics.fmean(v) for s, v in sorted(values.items())} or None
 
 
-def series(runs: list, keys: list[str], frac_key: str | None) -> dict[str, list[dict]]:
-    """{variant label: its completed runs' `probes`}; in a data-size study, at the largest fraction."""
-    done = [r for r in runs if r.status == "completed" and r.figure_data.get("probes")]
-    if frac_key and done:
-        largest = max((float(r.params[frac_key]) for r in done if frac_key in r.params), default=None)
-        done = [r for r in done if frac_key not in r.params or float(r.params[frac_key]) == largest]
-    out = defaultdict(list)
-    for r in done:
-        out[_label(r.params, [k for k in keys if k != frac_key])].append(r.figure_data["probes"])
-    return dict(sorted(out.items()))
+def series(runs: list, keys: list[str], frac_key: str | None) -> dict[float | None, dict[str, list[dict]]]:
+    """{fraction (None outside a data-size study): {variant label: its completed runs' `probes`}}."""
+    out = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r.status == "completed" and r.figure_data.get("probes"):
+            fraction = float(r.params[frac_key]) if frac_key and frac_key in r.params else None
+            label = _label(r.params, [k for k in keys if k != frac_key])
+            out[fraction][label].append(r.figure_data["probes"])
+    return {f: dict(sorted(v.items())) for f, v in sorted(out.items(), key=lambda kv: kv[0] or 0.0)}
+
+
+def _row(label: str, fraction: float | None, frac_key: str | None) -> str:
+    return f"{label} @ {frac_key.rsplit('.', 1)[-1]}={fraction:g}" if fraction is not None else label
 
 
 def curve_table(curves: dict[str, dict[float, float]]) -> str:
@@ -58,20 +63,24 @@ def curve_table(curves: dict[str, dict[float, float]]) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(curves: dict[str, dict[float, float]], xlabel: str, log_x: bool = False) -> Figure:
-    fig = Figure(figsize=(5.5, 4), layout="constrained")
-    ax = fig.add_subplot()
-    for label, curve in curves.items():
-        ax.plot(list(curve), list(curve.values()), marker="o", label=label)
-    if log_x:
-        ax.set_xscale("log", base=2)
-    xs = sorted({s for c in curves.values() for s in c})
-    ax.set_xticks(xs, [f"{x:g}" for x in xs])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("Test top-1 accuracy (probe subset)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+def plot_curves(panels: dict, xlabel: str, log_x: bool = False,
+                ylabel: str = "Test top-1 accuracy (probe subset)", titles: dict | None = None) -> Figure:
+    """One axes per panel ({title: {label: {x: y}}}), one line per variant; the same y range."""
+    fig = Figure(figsize=(4.2 * len(panels) + 1.2, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (title, curves) in zip(axes, panels.items(), strict=True):
+        for label, curve in curves.items():
+            ax.plot(list(curve), list(curve.values()), marker="o", label=label)
+        if log_x:
+            ax.set_xscale("log", base=2)
+        xs = sorted({x for c in curves.values() for x in c})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_xlabel(xlabel)
+        ax.set_title((titles or {}).get(title, title or ""), fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
     return fig
 
 
@@ -122,35 +131,44 @@ def mean_cka(probe_sets: list[dict], key: str) -> dict | None:
 def probe_parts(runs: list, keys: list[str], frac_key: str | None) -> list:
     """The report's probe sections: markdown lines, and (Figure, file name, alt text) to draw;
     empty when no run recorded probes."""
-    by_variant = series(runs, keys, frac_key)
-    if not by_variant:
+    by_fraction = series(runs, keys, frac_key)
+    if not by_fraction:
         return []
-    where = f" at {frac_key}={max(float(r.params[frac_key]) for r in runs if frac_key in r.params):g}" \
-        if frac_key else ""
+    titles = {f: f"{frac_key}={f:g}" for f in by_fraction if f is not None}
     parts: list = []
     for name, (heading, xlabel, file) in CURVES.items():
-        curves = {label: c for label, sets in by_variant.items() if (c := _mean_curves(sets, name))}
-        if curves:
-            parts += [f"## {heading} (bias probe, mean over seeds{where})", "", curve_table(curves), "",
-                      (plot_curves(curves, xlabel, log_x=name == "shuffle"), file, heading.lower())]
+        panels = {f: {label: c for label, sets in variants.items() if (c := _mean_curves(sets, name))}
+                  for f, variants in by_fraction.items()}
+        panels = {f: curves for f, curves in panels.items() if curves}
+        if panels:
+            rows = {_row(label, f, frac_key): c
+                    for f, curves in panels.items() for label, c in curves.items()}
+            fig = plot_curves(panels, xlabel, log_x=name == "shuffle", titles=titles)
+            parts += [f"## {heading} (bias probe, mean over seeds)", "", curve_table(rows), "",
+                      (fig, file, heading.lower())]
     if frac_key:
         consistency = consistency_by_fraction(runs, keys, frac_key)
         if consistency:
             parts += ["## Shift consistency vs training-set size (Zhang 2019: two random shifts, same "
-                      "top-1)", "", curve_table(consistency), ""]
-            fig = plot_curves(consistency, frac_key, log_x=True)
-            fig.axes[0].set_ylabel("Shift consistency")
-            parts.append((fig, "probe_consistency.png", "shift consistency vs fraction"))
-    skipped = sorted({f"{label}: {probe} ({why})" for label, sets in by_variant.items() for p in sets
+                      "top-1)", "", curve_table(consistency), "",
+                      (plot_curves({None: consistency}, frac_key, log_x=True, ylabel="Shift consistency"),
+                       "probe_consistency.png", "shift consistency vs fraction")]
+    skipped = sorted({f"{_row(label, f, frac_key)}: {probe} ({why})" for f, variants in by_fraction.items()
+                      for label, sets in variants.items() for p in sets
                       for probe, why in (p.get("skipped") or {}).items()})
     if skipped:
         parts += ["Probes skipped: " + "; ".join(skipped) + ".", ""]
+    largest = {}  # each variant at its largest fraction
+    for f, variants in by_fraction.items():
+        for label, sets in variants.items():
+            largest[label] = (f, sets)
     for key, heading, file in (("cka", "Layer similarity (linear CKA, layer x layer)", "probe_cka.png"),
                                ("cka_between", "Layer similarity between runs (linear CKA)",
                                 "probe_cka_between.png")):
-        matrices = {label: m for label, sets in by_variant.items() if (m := mean_cka(sets, key))}
+        matrices = {_row(label, f, frac_key): m for label, (f, sets) in sorted(largest.items())
+                    if (m := mean_cka(sets, key))}
         if matrices:
             cols = "other_layers" if key == "cka_between" else "layers"
-            parts += [f"## {heading}{where}", "",
-                      (plot_cka(matrices, cols_key=cols), file, heading.lower())]
+            where = ", each variant at its largest fraction" if frac_key else ""
+            parts += [f"## {heading}{where}", "", (plot_cka(matrices, cols_key=cols), file, heading.lower())]
     return parts

@@ -186,6 +186,11 @@ def _train(cfg: DictConfig) -> dict:
             summary["test"] = _metrics(trainer, "test/")
             if with_probes and rank0:
                 summary.update(probe_best(cfg, module, datamodule, trainer))
+                if summary.get("probe_time_s") is not None:  # the cost, beside the training's
+                    log.info("bias probes: %.1f s on %d images (%.1f %% of the fit's %.1f s)",
+                             summary["probe_time_s"], summary["probe_images"],
+                             100 * summary["probe_time_s"] / max(summary["fit_time_s"], 1e-9),
+                             summary["fit_time_s"])
         summary["status"] = "completed"
     except BaseException as error:  # record how the run ended, then let it propagate
         interrupt = next((c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint)), None)
