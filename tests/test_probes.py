@@ -265,10 +265,10 @@ def test_a_probe_error_after_training_is_recorded_and_the_run_stays_completed(tm
 
 
 def test_probe_grids_that_do_not_tile_the_image_stop_a_training_run_before_it_starts(compose_cfg):
+    from omegaconf import OmegaConf
+
     from vitlab.errors import ConfigError
     from vitlab.train import probes_wanted
-
-    from omegaconf import OmegaConf
 
     cfg = compose_cfg()  # one composition, changed below: composing is the slow part
     assert probes_wanted(cfg)
