@@ -104,8 +104,9 @@ def plot_cka(matrices: dict[str, dict], rows_key: str = "layers", cols_key: str 
     for ax, (label, cka) in zip(axes, matrices.items(), strict=True):
         image = ax.imshow(cka["matrix"], vmin=0, vmax=1, cmap="magma", origin="lower")
         ax.set_title(label, fontsize=8)
-        ax.set_xlabel(f"{cka.get('other', 'layer')} (input side first)", fontsize=7)
-        ax.set_ylabel("layer (input side first)", fontsize=7)
+        between = cols_key == "other_layers"  # rows: this run's layers; columns: cka_against's
+        ax.set_xlabel(f"{'other run' if between else 'layer'} (input side first)", fontsize=7)
+        ax.set_ylabel(f"{'this run' if between else 'layer'} (input side first)", fontsize=7)
         ax.set_xticks(range(len(cka[cols_key])), [_short(n) for n in cka[cols_key]], rotation=90, fontsize=6)
         ax.set_yticks(range(len(cka[rows_key])), [_short(n) for n in cka[rows_key]], fontsize=6)
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="Linear CKA")
