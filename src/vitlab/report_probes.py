@@ -68,9 +68,11 @@ def plot_curves(panels: dict, xlabel: str, log_x: bool = False,
     """One axes per panel ({title: {label: {x: y}}}), one line per variant; the same y range."""
     fig = Figure(figsize=(4.2 * len(panels) + 1.2, 3.8), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    labels = sorted({label for curves in panels.values() for label in curves})
+    colour = {label: f"C{i % 10}" for i, label in enumerate(labels)}  # a variant alike in every panel
     for ax, (title, curves) in zip(axes, panels.items(), strict=True):
         for label, curve in curves.items():
-            ax.plot(list(curve), list(curve.values()), marker="o", label=label)
+            ax.plot(list(curve), list(curve.values()), marker="o", label=label, color=colour[label])
         if log_x:
             ax.set_xscale("log", base=2)
         xs = sorted({x for c in curves.values() for x in c})
