@@ -2,11 +2,11 @@
 
 Translation, patch shuffle, occlusion and layer CKA (conf/probes/default.yaml) on the first
 probes.images images of the run's test split; the results go to this command's summary.json
-(key `probes`) and are printed."""
+(key `probes`) and are printed. `probes.cka_against=<run B>` adds the CKA of this run's layers
+against run B's on the same images (`probes.cka_between`, Raghu et al.'s cross-model heatmap)."""
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -14,7 +14,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from vitlab.analysis.probes.run import first_images, run_probes
+from vitlab.analysis.probes.cka import cross_cka_matrix
+from vitlab.analysis.probes.run import first_images, probe_summary
 from vitlab.cli import check_command_line
 from vitlab.errors import ConfigError, run_or_exit
 from vitlab.run_folder import checkpoint_of, load_model
@@ -28,27 +29,35 @@ def probe(cfg: DictConfig) -> dict:
         raise ConfigError(f"device={cfg.device!r} must be auto, cpu or cuda")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     run_cfg, model = load_model(cfg.ckpt_path)
+    other = load_model(cfg.probes.cka_against)[1] if cfg.probes.get("cka_against") else None
     datamodule = instantiate(run_cfg.data, batch_size=cfg.probes.batch_size)
     datamodule.setup(cfg.split)
     loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
-    batches = first_images(loader, cfg.probes.images)
-    t0 = time.time()
-    results = run_probes(model.to(device), batches, cfg.probes)
+    values = probe_summary(model, loader, cfg.probes, device)
+    if other is not None:  # the same first images, through both runs
+        batches = first_images(loader, cfg.probes.cka_images, cfg.probes.batch_size)
+        rows, cols, matrix = cross_cka_matrix(model, other.to(device), batches, cfg.probes.cka_images)
+        values["probes"]["cka_between"] = {"against": str(checkpoint_of(cfg.probes.cka_against)),
+                                           "layers": rows, "other_layers": cols,
+                                           "matrix": [[round(v, 4) for v in row] for row in matrix]}
     write_summary(Path(cfg.paths.output_dir), {
         "status": "completed", "ckpt_path": str(checkpoint_of(cfg.ckpt_path)), "split": cfg.split,
-        "images": sum(len(y) for _, y in batches), "probe_time_s": round(time.time() - t0, 2),
-        "probes": results})
-    return results
+        "images": values["probe_images"], **values})
+    return values["probes"]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="probe")
 def main(cfg: DictConfig) -> None:
     results = run_or_exit(probe, cfg)
     for name, values in results.items():
-        if name != "cka":
-            print(f"{name}: " + json.dumps({k: round(v, 4) for k, v in values.items()}))
-    if "cka" in results:
-        print(f"cka: {len(results['cka']['layers'])} x {len(results['cka']['layers'])} layers")
+        if name in ("cka", "cka_between"):
+            rows, cols = values["layers"], values.get("other_layers", values["layers"])
+            print(f"{name}: {len(rows)} x {len(cols)} layers")
+        elif isinstance(values, dict):
+            print(f"{name}: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                            for k, v in values.items()}))
+        else:
+            print(f"{name}: {values:.4f}")
     print(f"summary: {Path(cfg.paths.output_dir) / 'summary.json'}")
 
 

@@ -136,19 +136,71 @@ def test_cka_matrix_covers_every_models_layers_symmetric_with_unit_diagonal(make
     assert not any(module._forward_hooks for module in model.modules())  # hooks removed
 
 
-def test_run_probes_returns_every_asked_probe_as_summary_values_and_refuses_untiled_grids():
+def test_run_probes_returns_every_asked_probe_and_records_what_the_model_cannot_run():
     from omegaconf import OmegaConf
 
-    from vitlab.analysis.probes.run import first_images, run_probes
+    from vitlab.analysis.probes.run import check_sizes, first_images, run_probes
     from vitlab.errors import ConfigError
 
-    batches = first_images(blobs(), 8)
-    assert sum(len(y) for _, y in batches) == 8
-    probes = OmegaConf.create(dict(shift=[0, 8], shuffle=[1], occlusion=[], occlusion_patch=4, cka=False))
-    # moved off the centre pixel every image scores 0 everywhere: argmax says class 0, 3 of the 8 labels
-    assert run_probes(Centre(), batches, probes) == {"shift": {"0": 1.0, "8": 0.375}, "shuffle": {"1": 1.0}}
+    batches = first_images(blobs(), 8, batch_size=3)
+    assert [len(y) for _, y in batches] == [3, 3, 2]
+    probes = OmegaConf.create(dict(shift=[0, 8], shift_circular=False, shuffle=[1], occlusion=[],
+                                   occlusion_patch=4, cka=True))
+    # moved off the centre pixel every image scores 0 everywhere: argmax says class 0, 3 of the 8
+    # labels; Centre has no layers to compare, so CKA is skipped with its reason, not raised
+    assert run_probes(Centre(), batches, probes) == {
+        "shift": {"0": 1.0, "8": 0.375}, "shuffle": {"1": 1.0},
+        "skipped": {"cka": "ValueError: no layers to compare in Centre: give the module names"}}
     with pytest.raises(ConfigError, match=r"^probes.shuffle: a 3x3 grid does not divide the 16x16 image"):
-        run_probes(Centre(), batches, OmegaConf.create(dict(shuffle=[3])))
+        check_sizes(OmegaConf.create(dict(shuffle=[3])), (16, 16))
+
+
+def test_circular_shift_wraps_and_a_circular_cnn_with_global_pooling_is_exactly_invariant():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert torch.equal(translate(x, 1, 0, circular=True)[..., 0], x[..., 3])
+    assert torch.equal(translate(translate(x, 3, -2, circular=True), -3, 2, circular=True), x)
+    torch.manual_seed(0)
+    # total stride 4: circular shifts by multiples of 4 permute the feature map, which pooling forgets
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, padding_mode="circular"), nn.ReLU(),
+                          nn.Conv2d(8, 8, 4, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 3)).eval()
+    images = torch.randn(12, 3, 16, 16)
+    labels = model(images).argmax(-1)
+    batches = [(images, labels)]
+    assert shift_accuracy(model, batches, (0, 4, 8), circular=True) == {0: 1.0, 4: 1.0, 8: 1.0}
+    # a position reader: a whole turn (16 of 16 pixels) brings the blob back, zero padding loses it
+    centre = shift_accuracy(Centre(), blobs(), (4, 16), circular=True)
+    assert centre[16] == 1.0 and centre[4] < 1.0 and shift_accuracy(Centre(), blobs(), (16,))[16] < 1.0
+
+
+def test_shift_consistency_is_one_for_a_position_blind_model_and_less_for_a_position_reader():
+    from vitlab.analysis.probes.shift import shift_consistency
+
+    assert shift_consistency(Brightest(), blobs(), max_shift=4, pairs=4) == 1.0  # the blob stays inside
+    assert shift_consistency(Centre(), blobs(), max_shift=4, pairs=8) < 1.0
+
+
+def test_cka_of_a_model_against_itself_is_its_own_self_cka_and_a_hybrid_shows_its_stem():
+    from functools import partial
+
+    from vitlab.analysis.probes.cka import cross_cka_matrix
+    from vitlab.models import HybridEmbed
+
+    torch.manual_seed(0)
+    model = VisionTransformer(16, 1, 3, 3, embed_dim=16, depth=2, num_heads=2,
+                              embed=partial(HybridEmbed, backbone="resnet10t", out_index=2)).eval()
+    names = layer_names(model)
+    assert names == ["embed.backbone.act1", "embed.backbone.layer1", "embed.backbone.layer2", "embed",
+                     "blocks.0", "blocks.1"]
+    batches = [(torch.randn(16, 3, 16, 16), torch.zeros(16, dtype=torch.long))]
+    rows, cols, cross = cross_cka_matrix(model, model, batches, max_images=16)
+    _, own = cka_matrix(model, batches, max_images=16)
+    assert rows == cols == names
+    torch.testing.assert_close(torch.tensor(cross), torch.tensor(own))
+    torch.testing.assert_close(torch.tensor(cross).diagonal(), torch.ones(len(names)))
+    mlp = MLP(16, 3, 3, hidden_dims=(8, 8)).eval()
+    rows, cols, cross = cross_cka_matrix(model, mlp, batches, max_images=16)
+    assert cols == ["layers.0", "layers.1"] and torch.tensor(cross).shape == (6, 2)
 
 
 @pytest.mark.slow
@@ -165,14 +217,62 @@ def test_probe_command_runs_on_a_trained_run_folder(tmp_path):
                                     f"hydra.run.dir={tmp_path / 'probe'}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "probe" / "summary.json").read_text())
-    test_acc = json.loads((tmp_path / "run" / "summary.json").read_text())["test"]["test/acc"]
+    trained = json.loads((tmp_path / "run" / "summary.json").read_text())
+    test_acc = trained["test"]["test/acc"]
     probes = summary["probes"]
-    assert summary["images"] == 64 and set(probes) == {"shift", "shuffle", "occlusion", "cka"}
+    asked = {"shift", "shift_circular", "shift_consistency", "shuffle", "occlusion", "cka"}
+    assert summary["images"] == 64 and set(probes) == asked
+    # the training run probed its best checkpoint itself, in the same layout, and timed it
+    assert trained["status"] == "completed" and set(trained["probes"]) == asked
+    assert trained["probe_images"] == 256 and 0 < trained["probe_time_s"] and 0 < trained["fit_time_s"]
     # unperturbed, the probes see what the test saw (on the first 64 of its images)
     assert probes["shift"]["0"] == probes["shuffle"]["1"] == probes["occlusion"]["0.0"]
     assert abs(probes["shift"]["0"] - test_acc) < 0.2
     assert probes["cka"]["layers"] == ["layers.0", "layers.1"]
+    against = run_entry("probe.py", [f"ckpt_path={tmp_path / 'run'}",
+                                     f"probes.cka_against={tmp_path / 'run'}",
+                                     "probes.images=32", "probes.cka_images=32", "probes.shift=[]",
+                                     "probes.shuffle=[]", "probes.occlusion=[]", "probes.consistency_shift=0",
+                                     f"hydra.run.dir={tmp_path / 'against'}"], cwd=tmp_path)
+    assert against.returncode == 0, against.stderr[-3000:]
+    between = json.loads((tmp_path / "against" / "summary.json").read_text())["probes"]["cka_between"]
+    # a run against itself: its own self-CKA matrix, 1 on the diagonal
+    assert between["layers"] == between["other_layers"] == ["layers.0", "layers.1"]
+    assert [between["matrix"][i][i] for i in range(2)] == [1.0, 1.0]
     bad = run_entry("probe.py", [f"ckpt_path={tmp_path / 'run'}", "probes.occlusion_patch=5",
                                  f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1] == \
         "error: probes.occlusion_patch=5 does not divide the 32x32 image"
+
+
+@pytest.mark.slow
+def test_a_probe_error_after_training_is_recorded_and_the_run_stays_completed(tmp_path, monkeypatch):
+    from conftest import compose_config
+
+    import vitlab.train
+    from vitlab.summary import read_summary
+
+    def broken(*_args, **_kw):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(vitlab.train, "probe_summary", broken)
+    cfg = compose_config(["model=mlp", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+                          "trainer.enable_progress_bar=false"], output_dir=tmp_path)
+    vitlab.train.train(cfg)
+    summary = read_summary(tmp_path)
+    assert summary["status"] == "completed" and summary["test"]["test/acc"] > 0
+    assert summary["probes"] == {"skipped": {"all": "RuntimeError: out of memory"}}
+
+
+def test_probe_grids_that_do_not_tile_the_image_stop_a_training_run_before_it_starts(compose_cfg):
+    from omegaconf import OmegaConf
+
+    from vitlab.errors import ConfigError
+    from vitlab.train import probes_wanted
+
+    cfg = compose_cfg()  # one composition, changed below: composing is the slow part
+    assert probes_wanted(cfg)
+    assert not probes_wanted(OmegaConf.merge(cfg, {"probes": {"enabled": False}}))
+    assert not probes_wanted(OmegaConf.merge(cfg, {"test": False, "probes": {"shuffle": [3]}}))
+    with pytest.raises(ConfigError, match=r"^probes.shuffle: a 3x3 grid does not divide the 32x32 image$"):
+        probes_wanted(OmegaConf.merge(cfg, {"probes": {"shuffle": [3]}}))

@@ -210,3 +210,60 @@ def test_a_study_without_accuracies_is_ranked_and_drawn_by_its_throughput(tmp_pa
     assert (tmp_path / "images_per_sec.png").is_file()
     assert not (tmp_path / "top1.png").exists()
     assert "top1.png" not in report
+
+
+def probes_of(slope, seed=0, pos="learned_1d"):
+    """A summary's `probes` as train.py writes it: accuracy falling with each perturbation at `slope`."""
+    def curve(settings):
+        return {str(s): round(0.9 - slope * i + 0.01 * seed, 4) for i, s in enumerate(settings)}
+    flat = pos == "none"  # no positions: blind to a shuffle at its own patch size
+    return {"shift": curve([0, 2, 4]), "shift_circular": curve([0, 2, 4]), "occlusion": curve([0.0, 0.5]),
+            "shuffle": {"1": 0.9, "2": 0.9 if flat else 0.5}, "shift_consistency": 0.5 + slope,
+            "cka": {"layers": ["embed", "blocks.0"],
+                    "matrix": [[1.0, 0.4 + 0.1 * seed], [0.4 + 0.1 * seed, 1.0]]},
+            "skipped": {"cka_between": "no second run"} if slope > 0.2 else {}}
+
+
+def test_probe_curves_and_cka_heatmaps_are_drawn_from_the_summaries_per_variant(tmp_path):
+    from vitlab.report import FIGURE_DATA
+    from vitlab.report_probes import probe_parts
+
+    assert "probes" in FIGURE_DATA
+    sweep, num = tmp_path / "sweep", 0
+    for bias, slope in (("cnn", 0.1), ("pure", 0.3)):
+        for frac in ("0.1", "1.0"):
+            for seed in (0, 1):
+                make_job(sweep, num, [f"bias={bias}", f"data.train_fraction={frac}", f"seed={seed}"],
+                         {**done(0.9), "probes": probes_of(slope + (0.05 if frac == "0.1" else 0), seed)})
+                num += 1
+    write_report(sweep)
+    report = (sweep / "report.md").read_text()
+    # one row per variant and fraction, mean over the two seeds; a panel per fraction
+    assert "## Accuracy vs shift (zero-padded) (bias probe, mean over seeds)" in report
+    assert "| cnn @ train_fraction=1 | 0.905 | 0.805 | 0.705 |" in report
+    assert "| pure @ train_fraction=1 | 0.905 | 0.605 | 0.305 |" in report
+    assert "| pure @ train_fraction=0.1 | 0.905 | 0.555 | 0.205 |" in report
+    # shift consistency against the fraction, 0.1 then 1.0
+    assert "| cnn | 0.650 | 0.600 |" in report and "| pure | 0.850 | 0.800 |" in report
+    assert "Probes skipped: pure @ train_fraction=0.1: cka_between (no second run); " in report
+    for png in ("probe_shift.png", "probe_shift_circular.png", "probe_occlusion.png", "probe_shuffle.png",
+                "probe_consistency.png", "probe_cka.png"):
+        assert (sweep / png).stat().st_size > 5000 and f"]({png})" in report
+    figures = {name: fig for fig, name, _ in (p for p in probe_parts(load_sweep(sweep), ["bias",
+               "data.train_fraction"], "data.train_fraction") if not isinstance(p, str))}
+    small, full = figures["probe_shift.png"].axes
+    assert small.get_title() == "data.train_fraction=0.1" and full.get_title() == "data.train_fraction=1"
+    assert [line.get_label() for line in full.lines] == ["cnn", "pure"]
+    assert list(full.lines[1].get_ydata()) == pytest.approx([0.905, 0.605, 0.305])
+    cka = figures["probe_cka.png"].axes
+    assert cka[0].get_title() == "cnn @ train_fraction=1"
+    assert cka[0].images[0].get_array()[0][1] == pytest.approx(0.45)  # the seeds' mean
+
+
+def test_positional_ablation_shows_shuffle_sensitivity_per_variant(tmp_path):
+    for num, pos in enumerate(("none", "learned_1d")):
+        make_job(tmp_path, num, [f"model/pos_embed={pos}"], {**done(0.9), "probes": probes_of(0.1, pos=pos)})
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Accuracy vs patch shuffle" in report
+    assert "| none | 0.900 | 0.900 |" in report and "| learned_1d | 0.900 | 0.500 |" in report

@@ -7,7 +7,9 @@ folder; where runs recorded their mean attention distance per layer (summary.jso
 `attention_distance`), a table and attention_distance.png (one line per configuration; in a
 data-size study, at the largest fraction), and for learned positional tables pos_similarity.png.
 A meta.yaml in the folder (title, command, machine, date) titles the report and captions every
-figure with how it was made. Runs that differ only in `seed` form one configuration (mean ± std
+figure with how it was made. Where runs recorded bias probes (summary.json `probes`),
+report_probes.py adds accuracy vs shift / occlusion / shuffle grid per variant, shift consistency
+vs training-set size and CKA heatmaps. Runs that differ only in `seed` form one configuration (mean ± std
 over seeds); jobs that did not complete are listed, not averaged. `--wandb entity/project` draws
 the same report from runs logged to W&B (vitlab's logger stores each run's overrides in its
 config). A tuned
@@ -27,13 +29,15 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
+from .report_probes import probe_parts
+
 FRACTION_KEYS = ("data.train_fraction", "data.samples_per_class")
 META = "meta.yaml"     # optional: title, command, machine, date of a kept study (docs/results/data/)
 TUNING = "tuned.yaml"  # hydra/sweeper=tuned's record: per configuration, its trials and chosen values
 METRICS = ("top1", "top5", "parameters", "images_per_sec", "wall_time_s",
            "agreement",     # a distilled student's test predictions equal to its teacher's
            "teacher_acc")   # that teacher's own test accuracy
-FIGURE_DATA = ("pos_similarity",)  # written by a callback into summary.json, drawn as a figure
+FIGURE_DATA = ("pos_similarity", "probes")  # in summary.json (from a callback, the probes), drawn as figures
 # What a study is ranked by and draws: the first of these its completed runs measured (a loader
 # benchmark has throughput, no accuracy). key: (heading, axis label, figure file, [0, 1] scale)
 MEASURES = {
@@ -491,6 +495,12 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
     if similarity:
         parts += ["## Positional-embedding similarity (learned tables, mean over seeds)", ""]
         _figure(parts, similarity, folder, "pos_similarity.png", "positional-embedding similarity", caption)
+    for part in probe_parts(ranked, keys, frac_key):  # the bias probes (report_probes.py)
+        if isinstance(part, str):
+            parts.append(part)
+        else:
+            fig, name, alt = part
+            _figure(parts, fig, folder, name, alt, caption)
     failed = [r for r in runs if r.status != "completed"]
     parts += ["## Runs that did not complete", ""]
     if failed:

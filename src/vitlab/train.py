@@ -1,4 +1,5 @@
-"""Training pipeline: validate -> data -> model -> fit -> test best checkpoint -> summary.
+"""Training pipeline: validate -> data -> model -> fit -> test best checkpoint -> bias probes
+of it -> summary.
 
 The summary is written when the run starts ("running") and again when it ends, whatever the
 ending: "completed", "interrupted" (Ctrl-C / SIGTERM; a checkpoint was saved), "diverged"
@@ -19,6 +20,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from .analysis.probes.run import check_sizes, probe_summary
 from .build_model import build_model
 from .callbacks.guards import DivergenceError, InterruptCheckpoint
 from .callbacks.throughput import Throughput
@@ -110,9 +112,34 @@ def train(cfg: DictConfig) -> dict:
         return _train(cfg)
 
 
+def probes_wanted(cfg: DictConfig) -> bool:
+    """Probes after testing: asked for, and refused before training if their grids do not tile."""
+    probes = cfg.get("probes")
+    if not (probes and probes.get("enabled") and cfg.get("test")):
+        return False
+    size = cfg.data.get("img_size")
+    if size is not None:
+        check_sizes(probes, (size, size) if isinstance(size, int) else tuple(size))
+    return True
+
+
+def probe_best(cfg: DictConfig, module: L.LightningModule, datamodule, trainer: L.Trainer) -> dict:
+    """The bias probes of the weights just tested (the best checkpoint's), on the device; what
+    goes wrong is recorded in the summary, never raised: the run is already complete."""
+    if "test/acc" not in trainer.callback_metrics:
+        return {"probes": {"skipped": {"all": "no test/acc: the probes need a classifier"}}}
+    try:
+        return probe_summary(module.model, datamodule.test_dataloader(), cfg.probes,
+                             trainer.strategy.root_device)
+    except Exception as error:  # noqa: BLE001 - recorded, the trained run stays completed
+        log.warning("probes failed after training: %s", error)
+        return {"probes": {"skipped": {"all": f"{type(error).__name__}: {error}"}}}
+
+
 def _train(cfg: DictConfig) -> dict:
     start = time.time()
     validate(cfg)
+    with_probes = probes_wanted(cfg)
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -146,7 +173,9 @@ def _train(cfg: DictConfig) -> dict:
         write_summary(run_dir, summary)
     try:
         log_run_config(trainer.loggers, cfg, summary["parameters"])
+        fit_start = time.time()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        summary["fit_time_s"] = round(time.time() - fit_start, 2)  # the probes' cost is measured against it
         ckpt = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)  # best by val/acc
         best = ckpt.best_model_path if ckpt else ""
         summary["best_checkpoint"] = best or None
@@ -155,6 +184,13 @@ def _train(cfg: DictConfig) -> dict:
         if cfg.get("test") and not trainer.fast_dev_run:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             summary["test"] = _metrics(trainer, "test/")
+            if with_probes and rank0:
+                summary.update(probe_best(cfg, module, datamodule, trainer))
+                if summary.get("probe_time_s") is not None:  # the cost, beside the training's
+                    log.info("bias probes: %.1f s on %d images (%.1f %% of the fit's %.1f s)",
+                             summary["probe_time_s"], summary["probe_images"],
+                             100 * summary["probe_time_s"] / max(summary["fit_time_s"], 1e-9),
+                             summary["fit_time_s"])
         summary["skipped_images"] = sorted(_skipped(datamodule, trainer))  # every rank's
         summary["status"] = "completed"
     except BaseException as error:  # record how the run ended, then let it propagate

@@ -1,9 +1,13 @@
 """All probes of a `probes:` config over one model and a fixed image subset, as summary.json
-values: {"shift": {"2": acc, ...}, "shuffle": {...}, "occlusion": {...}, "cka": {layers, matrix}}."""
+values: {"shift": {"2": acc, ...}, "shift_circular": {...}, "shift_consistency": p,
+"shuffle": {...}, "occlusion": {...}, "cka": {layers, matrix}, "skipped": {probe: why}}.
+A probe the model cannot run is recorded under "skipped" with its reason, never raised: after a
+training run nothing may lose the run."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -11,22 +15,27 @@ from torch import nn
 from ...errors import ConfigError
 from .cka import cka_matrix
 from .occlusion import occlusion_accuracy
-from .shift import shift_accuracy
+from .shift import shift_accuracy, shift_consistency
 from .shuffle import shuffle_accuracy
 
 
-def first_images(loader: Iterable, images: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The loader's first `images` (image, label) pairs as a list of batches, kept on the CPU."""
-    batches, count = [], 0
-    for x, y in loader:
+def first_images(loader: Iterable, images: int,
+                 batch_size: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's first `images` (image, label) pairs as a list of batches of `batch_size`
+    (default: the loader's own), kept on the CPU."""
+    xs, ys, count = [], [], 0
+    for x, y, *_ in loader:
         take = min(len(x), images - count)
-        batches.append((x[:take], y[:take]))
+        xs.append(x[:take].cpu())
+        ys.append(y[:take].cpu())
         count += take
         if count >= images:
             break
     if not count:
         raise ConfigError("probes: the split has no images to probe")
-    return batches
+    if batch_size is None:
+        return list(zip(xs, ys, strict=True))
+    return list(zip(torch.cat(xs).split(batch_size), torch.cat(ys).split(batch_size), strict=True))
 
 
 def check_sizes(probes, img_size: tuple[int, int]) -> None:
@@ -40,21 +49,58 @@ def check_sizes(probes, img_size: tuple[int, int]) -> None:
         raise ConfigError(f"probes.occlusion_patch={patch} does not divide the {H}x{W} image")
 
 
-def run_probes(model: nn.Module, batches: list, probes) -> dict:
-    """The probes `probes` asks for, on `batches`; keys are strings so summary.json keeps them."""
-    check_sizes(probes, tuple(batches[0][0].shape[-2:]))
-    model.eval()
-    seed, out = probes.get("seed", 0), {}
+def _as_strings(results: dict) -> dict[str, float]:
+    return {str(k): v for k, v in results.items()}
+
+
+def _cka(model, batches, probes) -> dict:
+    layers, matrix = cka_matrix(model, batches, max_images=probes.get("cka_images", 256))
+    return {"layers": layers, "matrix": [[round(v, 4) for v in row] for row in matrix]}
+
+
+def planned(probes, seed: int) -> dict[str, Callable[[nn.Module, list], object]]:
+    """{summary key: how to compute it} for the probes `probes` switches on."""
+    plan = {}
     if probes.get("shift"):
-        out["shift"] = {str(k): v for k, v in shift_accuracy(model, batches, list(probes.shift)).items()}
+        plan["shift"] = lambda m, b: _as_strings(shift_accuracy(m, b, list(probes.shift)))
+        if probes.get("shift_circular", True):
+            plan["shift_circular"] = lambda m, b: _as_strings(
+                shift_accuracy(m, b, list(probes.shift), circular=True))
+    if probes.get("consistency_shift"):
+        plan["shift_consistency"] = lambda m, b: shift_consistency(
+            m, b, probes.consistency_shift, probes.get("consistency_pairs", 4), seed)
     if probes.get("shuffle"):
-        out["shuffle"] = {str(k): v for k, v in
-                          shuffle_accuracy(model, batches, list(probes.shuffle), seed=seed).items()}
+        plan["shuffle"] = lambda m, b: _as_strings(shuffle_accuracy(m, b, list(probes.shuffle), seed=seed))
     if probes.get("occlusion"):
-        patch = probes.get("occlusion_patch", 4)
-        out["occlusion"] = {str(k): v for k, v in occlusion_accuracy(
-            model, batches, list(probes.occlusion), patch=patch, seed=seed).items()}
+        plan["occlusion"] = lambda m, b: _as_strings(occlusion_accuracy(
+            m, b, list(probes.occlusion), patch=probes.get("occlusion_patch", 4), seed=seed))
     if probes.get("cka"):
-        layers, matrix = cka_matrix(model, batches, max_images=probes.get("cka_images", 256))
-        out["cka"] = {"layers": layers, "matrix": [[round(v, 4) for v in row] for row in matrix]}
+        plan["cka"] = lambda m, b: _cka(m, b, probes)
+    return plan
+
+
+def run_probes(model: nn.Module, batches: list, probes) -> dict:
+    """The probes `probes` asks for, on `batches`; keys are strings so summary.json keeps them.
+    A probe that raises is recorded under "skipped" with its reason, and the others still run."""
+    model.eval()
+    out, skipped = {}, {}
+    for name, compute in planned(probes, probes.get("seed", 0)).items():
+        try:
+            out[name] = compute(model, batches)
+        except Exception as error:  # noqa: BLE001 - a probe the model cannot run is a result
+            skipped[name] = f"{type(error).__name__}: {error}"
+    if skipped:
+        out["skipped"] = skipped
     return out
+
+
+def probe_summary(model: nn.Module, loader: Iterable, probes, device: torch.device | str) -> dict:
+    """summary.json values of the probes on the loader's first probes.images images, on `device`:
+    {"probes": ..., "probe_images": n, "probe_time_s": s} (the same layout for src/probe.py and
+    for the probes a training run makes of its best checkpoint)."""
+    t0 = time.time()
+    batches = first_images(loader, probes.get("images", 512), probes.get("batch_size"))
+    check_sizes(probes, tuple(batches[0][0].shape[-2:]))
+    results = run_probes(model.to(device), batches, probes)
+    return {"probes": results, "probe_images": sum(len(y) for _, y in batches),
+            "probe_time_s": round(time.time() - t0, 2)}
