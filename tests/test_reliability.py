@@ -217,3 +217,23 @@ def test_each_rank_restores_its_own_generators(monkeypatch, world, rank, restore
     rng.RNGState().load_state_dict({"ranks": saved})
     expected = before if restored is None else saved[restored]["torch"]
     assert torch.equal(torch.get_rng_state(), expected)
+
+
+@pytest.mark.parametrize("saved,batch,world,refused", [
+    ({"global_batch": 32, "step_batch": 32, "world_size": 1}, 16, 2, None),  # re-planned exactly
+    ({"global_batch": 64, "step_batch": 64, "world_size": 2}, 16, 2, "global batch .* of 64 .*has 32"),
+    ({"global_batch": 32, "step_batch": 16, "world_size": 1}, 16, 2, "batch per step .* of 16 .*has 32"),
+])
+def test_a_resume_with_other_batches_is_refused_another_world_size_replanned(saved, batch, world, refused):
+    from types import SimpleNamespace
+
+    from vitlab.callbacks.exact_resume import ExactResume
+
+    callback = ExactResume()
+    callback.setup(SimpleNamespace(datamodule=SimpleNamespace(batch_size=batch), world_size=world,
+                                   accumulate_grad_batches=1), None, "fit")
+    if refused is None:
+        callback.load_state_dict(saved)
+    else:
+        with pytest.raises(ConfigError, match=refused):
+            callback.load_state_dict(saved)
