@@ -16,6 +16,7 @@ from torchvision.transforms import v2
 from vitlab.data.datasets.imagefolder import imagefolder
 from vitlab.data.decode_cache import cache_file
 from vitlab.data.device_augment import DeviceAugment, PerImagePolicy, device_augment
+from vitlab.data.keyed import ImageKeys
 from vitlab.data.on_device import DeviceLoader, as_uint8
 
 STRONG = ["randaugment", "trivialaugment", "autoaugment"]
@@ -66,7 +67,7 @@ def test_each_image_of_a_batch_draws_its_own_parameters_on_the_device(augment):
     cfg = compose_config(["data=fake", f"data/augment={augment}"])
     steps = device_augment(instantiate(cfg.data.augment), 32)
     image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8).expand(64, -1, -1, -1).clone()
-    out = steps(image, torch.Generator().manual_seed(0))
+    out = steps(image, ImageKeys(seed=0, epoch=0, size=64))
     distinct = {tuple(o.flatten()[:512].tolist()) for o in (out * 255).round().to(torch.uint8)}
     assert len(distinct) > 32, len(distinct)
 
@@ -81,7 +82,7 @@ def test_per_image_policy_sends_each_image_through_the_operations_it_drew():
             return x + 10.0**self.k
 
     policy = PerImagePolicy([Tag(k) for k in range(4)], num_ops=2)
-    out = policy(torch.zeros(200, 1, 1, 1), torch.Generator().manual_seed(1))
+    out = policy(torch.zeros(200, 1, 1, 1), ImageKeys(seed=1, epoch=0, size=200), 1)
     digits = [[int(d) for d in f"{int(v):04d}"] for v in out.flatten().tolist()]
     assert all(sorted(d) == [0, 0, 1, 1] for d in digits)  # two distinct ops per image
     assert len({tuple(d) for d in digits}) == 6  # all pairs of 4 ops occur
@@ -103,7 +104,7 @@ def test_device_augmentation_does_not_move_the_global_generator():
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    steps(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.Generator().manual_seed(0))
+    steps(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), ImageKeys(seed=0, epoch=0, size=8))
     assert torch.equal(torch.rand(3), expected)  # dropout & co. draw as without augmentation
 
 

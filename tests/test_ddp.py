@@ -103,7 +103,7 @@ def losses(run_dir: Path) -> dict:
 
 def test_two_process_ddp_reaches_the_same_loss_as_one_process(tmp_path):
     """Same global batch (32), seed and data order: DDP's two shards of 16 together are the single
-    process's batch of 32 (data.shuffle=false: rank r takes samples r, r+2, ...; no augmentation
+    process's batch of 32 (data.shuffle=false: rank r takes the r-th half of it; no augmentation
     or dropout, so no per-rank randomness), and the all-reduced mean gradient is the mean over the
     same 32 samples. What differs is float32 summation order (two means of 16 then an all-reduce
     vs one mean of 32; matmul blocking at batch 16 vs 32). Measured over 3 AdamW steps: relative
@@ -125,6 +125,30 @@ def test_two_process_ddp_reaches_the_same_loss_as_one_process(tmp_path):
     assert one["train"] == pytest.approx(two["train"], rel=1e-5)
     assert one["val"] == pytest.approx(two["val"], rel=1e-5)
     assert one["train"][0] != pytest.approx(one["train"][2], rel=1e-3)  # it did train
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loader", [["data.on_device=true"], ["data.num_workers=2"]],
+                         ids=["on_device", "dataloader-workers2"])
+def test_two_processes_train_on_the_augmented_images_of_one(tmp_path, monkeypatch, loader):
+    """Shuffled, augmented (digits' random crop), 2 epochs: the two ranks' batches of 16, side by
+    side, are the single process's batch of 32 at every step, pixel for pixel (order and
+    augmentation keyed by seed, epoch and image index; each rank takes its half)."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests"))
+    augmented = [o for o in TINY if not o.startswith("data/augment")] + ["data/augment=crop"]
+    same = [*augmented, "trainer.max_epochs=2", "test=false", "seed=5", "data.drop_last=true", *loader,
+            "+callbacks.dump._target_=batch_dump.DumpBatches"]
+    runs = {}
+    for name, extra in (("one", []), ("two", ["trainer=ddp_cpu"])):
+        result = run_entry("train.py", [*same, *extra, f"hydra.run.dir={tmp_path / name}"], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        dumps = sorted((tmp_path / name / "batches").glob("*.pt"))
+        runs[name] = [torch.load(p, weights_only=False) for p in dumps]
+    (one,), (rank0, rank1) = runs["one"], runs["two"]
+    assert len(one) == len(rank0) == len(rank1) > 4 and {b[0] for b in one} == {0, 1}
+    for (e, i, x, y), (e0, i0, x0, y0), (e1, i1, x1, y1) in zip(one, rank0, rank1, strict=True):
+        assert (e, i) == (e0, i0) == (e1, i1)
+        assert torch.equal(torch.cat([y0, y1]), y) and torch.equal(torch.cat([x0, x1]), x), (e, i)
 
 
 @pytest.mark.slow

@@ -151,13 +151,35 @@ def test_augmentation_varies_and_epochs_reshuffle_reproducibly():
     assert sum(not torch.equal(e0[i], e1[i]) for i in range(64)) > 48  # ... differently each epoch
 
 
-def test_ddp_shards_are_disjoint_equal_and_cover_the_epoch():
+def test_ddp_shards_split_the_global_batches_of_one_process_image_for_image():
+    """2 ranks of batch 8 train on the 1-process run's batches of 16, augmented alike: rank r
+    holds the r-th half of each (the last, partial one shared as evenly as they allow)."""
     images, _ = _images(n=41)
-    shards = [DeviceLoader(images, torch.arange(41), 8, [0.5] * 3, [0.5] * 3, shuffle=True, seed=3,
-                           rank=r, world_size=2) for r in range(2)]
-    seen = [torch.cat([y for _, y in s]).tolist() for s in shards]
-    assert len(seen[0]) == len(seen[1]) == 20 and len(shards[0]) == 3
-    assert not set(seen[0]) & set(seen[1])
+    aug = DeviceAugment([CropFlip(padding=2), CropFlip(flip=0.5)])
+
+    def loader(batch, rank=0, world=1):
+        return DeviceLoader(images, torch.arange(41), batch, [0.5] * 3, [0.5] * 3, shuffle=True,
+                            seed=3, augment=aug, rank=rank, world_size=world)
+
+    one = list(loader(16))
+    shards = [list(loader(8, r, 2)) for r in range(2)]
+    assert len(one) == len(shards[0]) == len(shards[1]) == 3
+    for j, (x, y) in enumerate(one):
+        assert torch.equal(torch.cat([shards[0][j][1], shards[1][j][1]]), y)  # the same images
+        assert torch.equal(torch.cat([shards[0][j][0], shards[1][j][0]]), x)  # the same pixels
+    assert [len(shards[r][2][1]) for r in range(2)] == [5, 4]
+
+
+def test_a_resumed_device_epoch_continues_at_its_batch_with_the_same_pixels():
+    images, _ = _images(n=40)
+    aug = DeviceAugment([CropFlip(padding=2), CropFlip(flip=0.5)])
+    full = list(DeviceLoader(images, torch.arange(40), 4, [0.5] * 3, [0.5] * 3, shuffle=True,
+                             seed=3, augment=aug, chunk_batches=3))
+    resumed = list(DeviceLoader(images, torch.arange(40), 4, [0.5] * 3, [0.5] * 3, shuffle=True,
+                                seed=3, augment=aug, chunk_batches=3, start=(0, 4)))
+    assert len(resumed) == len(full) - 4
+    for a, b in zip(full[4:], resumed, strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 def test_as_uint8_unwraps_subsets_and_decodes_other_datasets():

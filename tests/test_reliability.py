@@ -87,6 +87,63 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(compose_cfg, tmp_pat
     assert len(val_rows) == 4
 
 
+class StopAtStep(L.Callback):
+    """Ctrl-C (or SIGTERM, as a pre-emption sends it) when training step `step` begins."""
+
+    def __init__(self, step, sigterm=False):
+        self.step, self.sigterm = step, sigterm
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            if self.sigterm:  # Lightning's handler notes it; the loop raises at the next step
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                raise KeyboardInterrupt
+
+
+def _csv_rows(run_dir):
+    """metrics.csv's rows without the wall-clock columns (they differ between any two runs)."""
+    import csv
+
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    timed = ("perf/", "time")
+    return [{k: v for k, v in r.items() if not any(t in k for t in timed)} for r in rows]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data,sigterm", [
+    (["data.num_workers=0"], False),
+    (["data.num_workers=2"], True),
+    (["data.on_device=true", "data/mix=mixup_cutmix"], False),
+], ids=["dataloader-workers0-ctrl-c", "dataloader-workers2-sigterm", "on_device+mixup-ctrl-c"])
+def test_a_run_interrupted_mid_epoch_resumes_exactly(compose_cfg, tmp_path, data, sigterm):
+    """Interrupted at step 10 of 3 epochs of 6-7 steps (mid epoch 1) and resumed from
+    interrupted.ckpt: the same weights, metrics and CSV rows as the uninterrupted run; dropout
+    on, so the model's own draws must continue where they stopped too."""
+    def cfg_for(name, *extra):
+        cfg = compose_cfg([*SMALL, "trainer.max_epochs=3", "seed=7", "model.drop_rate=0.1",
+                           "trainer.log_every_n_steps=1", *data, *extra])
+        cfg.paths.output_dir = str(tmp_path / name)
+        return cfg
+
+    full = train(cfg_for("full"))
+    with pytest.raises(SystemExit) if not sigterm else pytest.raises(BaseException):
+        train_with(cfg_for("cut"), StopAtStep(10, sigterm))
+    interrupted = tmp_path / "cut" / "checkpoints" / "interrupted.ckpt"
+    assert read_summary(tmp_path / "cut")["status"] == "interrupted"
+    assert 0 < torch.load(interrupted, weights_only=False)["loops"]["fit_loop"][
+        "epoch_loop.batch_progress"]["current"]["completed"]  # mid-epoch indeed
+
+    resumed = train(cfg_for("cut", f"ckpt_path={interrupted}"))
+    assert resumed["global_step"] == full["global_step"]
+    a, b = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after a mid-epoch resume"
+    assert resumed["val"] == full["val"] and resumed["test"] == full["test"]
+    full_rows, cut_rows = _csv_rows(tmp_path / "full"), _csv_rows(tmp_path / "cut")
+    assert cut_rows == full_rows  # one log, every step's row once, the same values
+
+
 def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(compose_cfg, tmp_path):
     class Poison(L.Callback):
         def on_train_epoch_start(self, trainer, pl_module):
@@ -161,3 +218,23 @@ def test_each_rank_restores_its_own_generators(monkeypatch, world, rank, restore
     rng.RNGState().load_state_dict({"ranks": saved})
     expected = before if restored is None else saved[restored]["torch"]
     assert torch.equal(torch.get_rng_state(), expected)
+
+
+@pytest.mark.parametrize("saved,batch,world,refused", [
+    ({"global_batch": 32, "step_batch": 32, "world_size": 1}, 16, 2, None),  # re-planned exactly
+    ({"global_batch": 64, "step_batch": 64, "world_size": 2}, 16, 2, "global batch .* of 64 .*has 32"),
+    ({"global_batch": 32, "step_batch": 16, "world_size": 1}, 16, 2, "batch per step .* of 16 .*has 32"),
+])
+def test_a_resume_with_other_batches_is_refused_another_world_size_replanned(saved, batch, world, refused):
+    from types import SimpleNamespace
+
+    from vitlab.callbacks.exact_resume import ExactResume
+
+    callback = ExactResume()
+    callback.setup(SimpleNamespace(datamodule=SimpleNamespace(batch_size=batch), world_size=world,
+                                   accumulate_grad_batches=1), None, "fit")
+    if refused is None:
+        callback.load_state_dict(saved)
+    else:
+        with pytest.raises(ConfigError, match=refused):
+            callback.load_state_dict(saved)

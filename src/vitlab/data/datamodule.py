@@ -7,10 +7,11 @@ from collections.abc import Callable, Mapping, Sequence
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import ConfigError, DataError
 from .device_augment import device_augment
+from .keyed import KeyedSampler, KeyedTransform
 from .mix import BatchMix
 from .on_device import DeviceLoader, as_uint8
 from .splits import Splits, check_splits, labels_of, per_class_subset, stratified_split
@@ -71,8 +72,14 @@ class ImageDataModule(L.LightningDataModule):
 
         `mix` (timm's Mixup) mixes training batches on the device, in both loaders, into soft
         targets. `drop_last` drops the last partial training batch; None = when a batch must
-        have the one shape (mixing pairs images; train.build asks for it under compile)."""
+        have the one shape (mixing pairs images; train.build asks for it under compile).
+
+        Training order and augmentation are keyed by (seed, epoch, image index) (keyed.py), with
+        the run's seed (train.py seeds before building this, alike on every rank): the same
+        global batches and augmented images on any number of processes and workers, and a run
+        resumed mid-epoch continues at the batch the loop counters say (`_resume_position`)."""
         super().__init__()
+        self.seed = torch.initial_seed()
         self.dataset = dataset
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -120,7 +127,7 @@ class ImageDataModule(L.LightningDataModule):
                             f"({self.batch_size}), and partial batches are dropped (Mixup/CutMix or "
                             f"compile); lower data.batch_size or set data.drop_last=false")
         self.splits = {
-            "train": Transformed(train, self.train_transform),
+            "train": KeyedTransform(train, self.train_transform, self.seed),
             "val": Transformed(val, self.eval_transform),
             "test": Transformed(raw.test, self.eval_transform),
         }
@@ -136,10 +143,11 @@ class ImageDataModule(L.LightningDataModule):
         train = split == "train"
         return DeviceLoader(
             images, labels, self.batch_size if train else self.eval_batch_size,
-            self.mean, self.std, shuffle=shuffle, seed=torch.initial_seed() % 2**31,
+            self.mean, self.std, shuffle=shuffle, seed=self.seed,
             augment=self.device_augment if train else None, drop_last=train and self.drop_last,
             rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
             epoch=(lambda: trainer.current_epoch) if trainer else None, every_image=not train,
+            start=self._resume_position() if train else (0, 0),
         )
 
     def _loader(self, split: str, shuffle: bool, sampler=None) -> DataLoader | DeviceLoader:
@@ -167,14 +175,32 @@ class ImageDataModule(L.LightningDataModule):
                                                    trainer.current_epoch, batch_idx))
         return (*mixed, *batch[2:])  # anything after (images, labels) passes through: sample ids
 
-    def train_dataloader(self) -> DataLoader:
+    def _resume_position(self) -> tuple[int, int]:
+        """(epoch, batches of it already trained) when the fit resumed mid-epoch (an interrupt
+        or SLURM requeue checkpoint), from the loop counters Lightning restored; else (0, 0).
+        callbacks.exact_resume rebuilds the loader once they are restored."""
         trainer = self.trainer
-        if self.shuffle or self.on_device or trainer is None or trainer.world_size < 2:
-            return self._loader("train", shuffle=self.shuffle)
-        # Lightning's DDP sampler always shuffles the training split: keep the order asked for
-        sampler = DistributedSampler(self.splits["train"], trainer.world_size, trainer.global_rank,
-                                     shuffle=False)
-        return self._loader("train", shuffle=False, sampler=sampler)
+        if trainer is None or not trainer.fit_loop.restarted_mid_epoch:
+            return 0, 0
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+    def train_dataloader(self) -> DataLoader | DeviceLoader:
+        if self.on_device:
+            return self._device_loader("train", shuffle=self.shuffle)
+        trainer = self.trainer
+        sampler = KeyedSampler(len(self.splits["train"]), self.batch_size, self.seed, self.shuffle,
+                               rank=trainer.global_rank if trainer else 0,
+                               world_size=trainer.world_size if trainer else 1,
+                               drop_last=self.drop_last, start=self._resume_position())
+        sampler.set_epoch(trainer.current_epoch if trainer else 0)  # a resumed run's: not 0
+        return DataLoader(
+            self.splits["train"], batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last,
+            num_workers=self.num_workers, pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            # the workers' base seed from the loader's own generator, not the global one (the
+            # model's); the images' randomness is keyed and does not use it
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def _eval_loader(self, split: str) -> DataLoader | DeviceLoader:
         """Every image of the split exactly once over the ranks, whatever the world size: rank r

@@ -12,8 +12,12 @@ parameters:
 Anything else has no batched version and is refused with one line naming it. kornia's policies
 are its own reimplementations: their operation lists and ranges differ slightly from
 torchvision's (e.g. TrivialAugment's narrower ranges than TrivialAugmentWide), so the two loaders
-apply the same kind of augmentation, not identical pixels. Randomness comes from a CPU generator
-that the loader seeds by (seed, epoch): the same seed gives the same images on any device.
+apply the same kind of augmentation, not identical pixels.
+
+Randomness is keyed (keyed.ImageKeys): crop and flip draw each image's parameters from (seed,
+epoch, image index), so an image is augmented alike on any device, world size or resume point;
+kornia's steps draw for the images they are given together, seeded by which images those are
+(the same chunk gives the same pixels: exact on resume, not across world sizes).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from torch import nn
 from torchvision.transforms import v2
 
 from ..errors import ConfigError
+from .keyed import ImageKeys
 
-Step = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Step = Callable[[torch.Tensor, ImageKeys, int], torch.Tensor]  # (images, their keys, salt)
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -59,23 +64,22 @@ class CropFlip:
     def __init__(self, padding: int = 0, flip: float = 0.0):
         self.padding, self.flip = padding, flip
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        n = len(x)
-        top = torch.randint(0, 2 * self.padding + 1, (n,), generator=gen)
-        left = torch.randint(0, 2 * self.padding + 1, (n,), generator=gen)
-        flip = torch.rand(n, generator=gen) < self.flip
+    def __call__(self, x: torch.Tensor, keys: ImageKeys, salt: int) -> torch.Tensor:
+        top = keys.randint(0, 2 * self.padding + 1, salt, 0)
+        left = keys.randint(0, 2 * self.padding + 1, salt, 1)
+        flip = keys.rand(salt, 2) < self.flip
         return crop_flip(x, *(to_device(t, x.device) for t in (top, left, flip)), self.padding)
 
 
 class Kornia:
     """A kornia augmentation whose own random draws (kornia samples on the CPU by default)
-    are seeded from the loader's generator, without touching the global generator's state."""
+    are seeded by the images it is given, without touching the global generator's state."""
 
     def __init__(self, module: nn.Module):
         self.module = module
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        seed = int(torch.randint(0, 2**62, (), generator=gen))
+    def __call__(self, x: torch.Tensor, keys: ImageKeys, salt: int) -> torch.Tensor:
+        seed = keys.group_seed(salt)
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)
             return self.module(x)
@@ -94,14 +98,14 @@ class PerImagePolicy:
             raise ConfigError(f"RandAugment num_ops={num_ops} must be in [1, {len(ops)}] on the device")
         self.ops, self.num_ops = [Kornia(op) for op in ops], num_ops
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        choice = torch.rand(len(x), len(self.ops), generator=gen).argsort(1)[:, : self.num_ops]
+    def __call__(self, x: torch.Tensor, keys: ImageKeys, salt: int) -> torch.Tensor:
+        choice = keys.rand(salt, shape=(len(self.ops),)).argsort(1)[:, : self.num_ops]
         for slot in range(self.num_ops):
             for k, op in enumerate(self.ops):
                 rows = (choice[:, slot] == k).nonzero().flatten()  # on the CPU: no device sync
                 if len(rows):
-                    rows = to_device(rows, x.device)
-                    x[rows] = op(x[rows], gen)
+                    on_device = to_device(rows, x.device)
+                    x[on_device] = op(x[on_device], keys.for_images(keys.ids[rows]), salt * 1000 + k)
         return x
 
 
@@ -149,11 +153,12 @@ class DeviceAugment:
     def __bool__(self) -> bool:
         return bool(self.steps)
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        for step in self.steps:
+    def __call__(self, x: torch.Tensor, keys: ImageKeys) -> torch.Tensor:
+        """`x`: the images `keys.ids` of the split; each step draws under its own salt."""
+        for salt, step in enumerate(self.steps, 1):
             if not isinstance(step, CropFlip) and x.dtype == torch.uint8:
                 x = x.float().div_(255)
-            x = step(x, gen)
+            x = step(x, keys, salt)
         return x
 
 

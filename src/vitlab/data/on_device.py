@@ -1,9 +1,10 @@
 """In-device-memory loader for datasets that fit (digits, CIFAR): `data.on_device=true`.
 
 The whole split is one uint8 tensor (N, C, H, W) on the training device (the GPU, or the CPU
-here). Every epoch the loader draws an order and each image's augmentation parameters from a
-CPU generator seeded by (seed, epoch), so they do not depend on the device and every epoch
-reshuffles. It then prepares the epoch in chunks of many batches — gather, augment
+here). Every epoch's order comes from (seed, epoch) and each image's augmentation from (seed,
+epoch, image index) (keyed.py), so they depend neither on the device nor on the number of
+processes (a rank takes its share of each global batch), every epoch reshuffles, and a resumed
+epoch continues at its batch. It then prepares the epoch in chunks of many batches — gather, augment
 (device_augment.py), normalise, all batched on the device — and yields batches as views of
 the chunk: normalised float images and int64 labels, as the DataLoader path does. Chunks
 amortise the per-call cost of the augmentation library over thousands of images; the steps
@@ -23,6 +24,7 @@ from torchvision.transforms import v2
 
 from .decode_cache import cached
 from .device_augment import DeviceAugment, to_device
+from .keyed import ImageKeys, rank_order
 
 
 def _base_indices(dataset: Dataset) -> tuple[Dataset, torch.Tensor | None]:
@@ -78,59 +80,61 @@ class DeviceLoader:
                  mean: Sequence[float], std: Sequence[float], shuffle: bool = False,
                  augment: DeviceAugment | None = None, seed: int = 0, drop_last: bool = False,
                  rank: int = 0, world_size: int = 1, epoch: Callable[[], int | None] | None = None,
-                 chunk_batches: int = 16, chunk_bytes: int = 2**28, every_image: bool = False):
+                 chunk_batches: int = 16, chunk_bytes: int = 2**28, start: tuple[int, int] = (0, 0),
+                 every_image: bool = False):
         """`epoch` returns the current epoch (the trainer's); without it every pass over the
-        loader counts one. DDP: each of `world_size` processes takes an equal share (the
-        remainder left out), or with `every_image` (evaluation) images rank, rank + world_size,
-        ...: every image once over the ranks, whose batch counts may differ by one. A chunk
-        holds `chunk_batches` batches, fewer where they exceed `chunk_bytes` of float32
-        images (at least one batch)."""
+        loader counts one. `seed` is the run's, the same on every rank. DDP: each of
+        `world_size` processes takes its `batch_size` share of every global batch, or with
+        `every_image` (evaluation) images rank, rank + world_size, ...: every image once over
+        the ranks, whose batch counts may differ by one. A chunk holds `chunk_batches` batches,
+        fewer where they exceed `chunk_bytes` of float32 images (at least one batch).
+        `start` = (epoch, batches): that epoch begins at that batch."""
         self.images, self.labels = images, labels.to(images.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.augment, self.seed = augment, seed
         self.rank, self.world_size, self.every_image = rank, world_size, every_image
-        self.epoch_fn, self._passes = epoch, 0
+        self.epoch_fn, self._passes, self.start = epoch, 0, start
         per_image = 4 * images[0].numel() if len(images) else 1
         self.chunk = max(1, min(chunk_batches, chunk_bytes // (per_image * batch_size))) * batch_size
         shape = (1, -1, 1, 1)
         self.mean = torch.tensor(mean, device=images.device).view(shape)
         self.inv_std = 1.0 / torch.tensor(std, device=images.device).view(shape)
 
-    def _size(self) -> int:
-        n = len(self.labels)
-        if self.world_size < 2:
-            return n
-        return len(range(self.rank, n, self.world_size)) if self.every_image else n // self.world_size
+    def _order(self, epoch: int) -> torch.Tensor:
+        if self.every_image:  # evaluation: in order, every image once over the ranks
+            return torch.arange(len(self.labels))[self.rank::self.world_size]
+        return rank_order(len(self.labels), self.batch_size, self.seed, epoch, self.shuffle,
+                          self.rank, self.world_size, self.drop_last)
 
     def __len__(self) -> int:
-        n, b = self._size(), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        return -(-len(self._order(0)) // self.batch_size)  # every epoch has as many images
 
-    def _generator(self) -> torch.Generator:
+    def _epoch(self) -> int:
         epoch = self.epoch_fn() if self.epoch_fn else None
         epoch = self._passes if epoch is None else epoch
         self._passes += 1
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return epoch
 
-    def _prepare(self, order: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Normalised float images of `order` (device indices), augmented when training."""
-        x = self.images[order]
+    def _prepare(self, order: torch.Tensor, on_device: torch.Tensor, keys: ImageKeys) -> torch.Tensor:
+        """Normalised float images of `order` (CPU indices; `on_device` the same on the
+        device), augmented when training."""
+        x = self.images[on_device]
         if self.augment:
-            x = self.augment(x, gen)
+            x = self.augment(x, keys.for_images(order))
         if x.dtype == torch.uint8:  # crop and flip keep uint8; other steps give floats in [0, 1]
             x = x.float().div_(255)
         return x.sub_(self.mean).mul_(self.inv_std)
 
     def __iter__(self):
-        gen = self._generator()
-        n = len(self.labels)
-        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        if self.world_size > 1:
-            order = order[self.rank::self.world_size][: self._size()]
-        order = order[: len(self) * self.batch_size]  # drop_last: the whole batches only
-        device_order = to_device(order, self.images.device)
-        for start in range(0, len(order), self.chunk):
-            chunk = device_order[start:start + self.chunk]
-            x, y = self._prepare(chunk, gen), self.labels[chunk]
-            for s in range(0, len(chunk), self.batch_size):
+        epoch = self._epoch()
+        order = self._order(epoch)
+        keys = ImageKeys(self.seed, epoch, len(self.labels))
+        first = 0
+        if self.start[0] == epoch and self.start[1]:  # resumed mid-epoch: the chunks as before
+            first, self.start = self.start[1] * self.batch_size, (0, 0)
+        for start in range(first // self.chunk * self.chunk, len(order), self.chunk):
+            chunk = order[start:start + self.chunk]
+            on_device = to_device(chunk, self.images.device)
+            x, y = self._prepare(chunk, on_device, keys), self.labels[on_device]
+            for s in range(max(0, first - start), len(chunk), self.batch_size):
                 yield x[s:s + self.batch_size], y[s:s + self.batch_size]

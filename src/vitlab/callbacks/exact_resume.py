@@ -1,0 +1,58 @@
+"""A run resumed mid-epoch (checkpoints/interrupted.ckpt, SLURM's hpc_ckpt_*.ckpt) continues at
+the batch where it stopped, so it ends exactly as the uninterrupted run would.
+
+Lightning builds and starts the training loader inside `configure_optimizers` (the schedule asks
+for `trainer.estimated_stepping_batches`), before it restores the loop counters from the
+checkpoint: that loader starts epoch 0 at batch 0 (and a loader state saved in the checkpoint
+would not be loaded). Once the counters are restored (training start), this rebuilds the loader;
+the datamodule then starts it in the epoch, and at the batch, the counters name
+(ImageDataModule._resume_position).
+The counters, not a loader's own count, say where to resume: a loader has already yielded the
+batch(es) Lightning prefetched.
+
+What the checkpoint's position means depends on the batches: a resume with another global batch
+(data.batch_size) or another batch per step over the ranks (data.max_device_batch) is refused in
+one line before training. Another number of processes with the same batches is re-planned
+exactly: the ranks split the same global batches (data/keyed.py).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+
+from ..errors import ConfigError
+
+
+def _batches(trainer) -> dict[str, int]:
+    """The global batch of one optimiser step, and the images of one step over all ranks."""
+    step = trainer.datamodule.batch_size * trainer.world_size
+    return {"global_batch": step * trainer.accumulate_grad_batches, "step_batch": step,
+            "world_size": trainer.world_size}
+
+
+class ExactResume(L.Callback):
+    def __init__(self):
+        self._batches: dict[str, int] = {}
+
+    def setup(self, trainer, pl_module, stage):  # before a checkpoint is restored
+        if getattr(trainer, "datamodule", None) is not None and hasattr(trainer.datamodule, "batch_size"):
+            self._batches = _batches(trainer)
+
+    def state_dict(self) -> dict:
+        return dict(self._batches)
+
+    def load_state_dict(self, state: dict) -> None:
+        now = self._batches
+        for key, what in (("global_batch", "global batch (data.batch_size)"),
+                          ("step_batch", "batch per step over all processes (data.max_device_batch)")):
+            if now and key in state and state[key] != now[key]:
+                raise ConfigError(
+                    f"ckpt_path: the checkpoint was trained with a {what} of {state[key]} "
+                    f"({state['world_size']} process(es)), this run has {now[key]} "
+                    f"({now['world_size']} process(es)): resume with the checkpoint's batch settings")
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.ckpt_path:  # resumed, at an epoch's end or in the middle of one
+            loop = trainer.fit_loop
+            loop._combined_loader = None  # Lightning's own way to reload: setup_data builds anew
+            loop.setup_data()
