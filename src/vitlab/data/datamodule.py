@@ -182,7 +182,8 @@ class ImageDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or not trainer.fit_loop.restarted_mid_epoch:
             return 0, 0
-        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        # processed, not completed: a SIGTERM checkpoint is saved after its step ran, before it completed
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader | DeviceLoader:
         if self.on_device:
