@@ -152,6 +152,38 @@ def test_two_processes_train_on_the_augmented_images_of_one(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
+def test_two_processes_resumed_mid_epoch_train_on_the_batches_of_the_uninterrupted_run(tmp_path, monkeypatch):
+    """2-process DDP, shuffled and augmented, interrupted at step 5 (mid epoch 1 of 2) and resumed
+    from interrupted.ckpt: every rank trains, step by step, on the very images (same labels,
+    same augmented pixels) of the uninterrupted 2-process run, and the final weights agree."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests"))
+    augmented = [o for o in TINY if not o.startswith("data/augment")] + ["data/augment=crop"]
+    same = [*augmented, "trainer=ddp_cpu", "trainer.max_epochs=2", "test=false", "seed=5",
+            "data.drop_last=true", "probes.enabled=false", "+callbacks.dump._target_=batch_dump.DumpBatches"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    result = run_entry("train.py", [*same, f"hydra.run.dir={full}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stop = ["+callbacks.stop._target_=batch_dump.InterruptAtStep", "+callbacks.stop.step=5"]
+    result = run_entry("train.py", [*same, *stop, f"hydra.run.dir={cut}"], cwd=tmp_path)
+    interrupted = cut / "checkpoints" / "interrupted.ckpt"
+    assert interrupted.is_file(), result.stderr[-3000:]
+    steps_per_epoch = len(torch.load(full / "batches" / "rank0.pt", weights_only=False)) // 2
+    assert 0 < 5 - steps_per_epoch < steps_per_epoch  # mid epoch 1 indeed
+    result = run_entry("train.py", [*same, f"ckpt_path={interrupted}", f"hydra.run.dir={cut}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        want = {(e, i): (x, y) for e, i, x, y in torch.load(full / "batches" / f"rank{rank}.pt", weights_only=False)}
+        got = {}
+        for name in (f"rank{rank}-interrupted.pt", f"rank{rank}.pt"):  # the resumed run's last
+            got.update({(e, i): (x, y) for e, i, x, y in torch.load(cut / "batches" / name, weights_only=False)})
+        assert got.keys() == want.keys(), rank
+        for key, (x, y) in want.items():
+            assert torch.equal(got[key][1], y) and torch.equal(got[key][0], x), (rank, key)
+    a, b = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for d in (full, cut))
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+
+
+@pytest.mark.slow
 def test_a_nan_seen_by_one_rank_stops_every_rank_at_that_step(tmp_path):
     """Only rank 1's batch at step 2 is NaN: the ranks decide together (FiniteLoss gathers each
     rank's first bad step), so rank 0 stops at the same step with the same line instead of

@@ -33,6 +33,7 @@ def _batches(trainer) -> dict[str, int]:
 class ExactResume(L.Callback):
     def __init__(self):
         self._batches: dict[str, int] = {}
+        self._fix_log_step = False
 
     def setup(self, trainer, pl_module, stage):  # before a checkpoint is restored
         if getattr(trainer, "datamodule", None) is not None and hasattr(trainer.datamodule, "batch_size"):
@@ -56,3 +57,14 @@ class ExactResume(L.Callback):
             loop = trainer.fit_loop
             loop._combined_loader = None  # Lightning's own way to reload: setup_data builds anew
             loop.setup_data()
+            self._fix_log_step = loop.restarted_mid_epoch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        # Lightning's epoch loop adds one to its logging step (_batches_that_stepped) on any
+        # mid-epoch restart, assuming a checkpoint saved inside a step before it counted;
+        # an interrupt checkpoint is saved between steps, so every row after the resume would be
+        # logged one step late. One optimiser per step (automatic optimisation): the logging
+        # step is the global step. This callback comes first, before the LR monitor logs.
+        if self._fix_log_step:
+            trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+            self._fix_log_step = False
