@@ -196,6 +196,7 @@ def _jpeg_cifar(root, per_class):
     return root
 
 
+@pytest.mark.slow  # end-to-end runs: kept out of the 10-minute fast suite
 @pytest.mark.parametrize("recipe", ["cifar10_pure", "cifar10_hybrid"])
 def test_the_cifar_recipes_run_on_jpeg_folders_on_a_cpu(tmp_path, recipe):
     """The issue's command on a CPU (`trainer=cpu debug=fast`), on a small folder: a batch of

@@ -376,6 +376,7 @@ def test_pack_records_a_failed_and_a_crashed_job_and_runs_the_others(tmp_path):
     assert "model.depth=1, callbacks.crash._target_=faulthandler._sigsegv | failed |" in crashed
 
 
+@pytest.mark.slow  # end-to-end runs: kept out of the 10-minute fast suite
 def test_slurm_pack_bundle_of_four_runs_as_four_tasks_with_their_own_folders(tmp_path):
     """One bundle (jobs_per_gpu=4 on a CPU node) through submitit's local executor: one submitit
     job of 4 tasks, each task a single-process run of its own job."""

@@ -181,6 +181,7 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(compose_cfg, 
     assert all(torch.isfinite(v).all() for v in good.values() if v.is_floating_point())
 
 
+@pytest.mark.slow  # end-to-end runs: kept out of the 10-minute fast suite
 def test_sigterm_saves_a_checkpoint_and_marks_the_summary(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(

@@ -81,6 +81,7 @@ def test_a_model_preset_brings_its_epochs_and_explicit_values_win(overrides, epo
     assert set(cfg.model) - {"_target_", *OWN_KEYS} <= set(inspect.signature(VisionTransformer).parameters)
 
 
+@pytest.mark.slow  # end-to-end runs: kept out of the 10-minute fast suite
 def test_multirun_keeps_going_past_a_failed_job_and_the_report_lists_it(tmp_path):
     """Job 0 fails mid-training (an EarlyStopping on a metric that does not exist raises a plain
     RuntimeError); job 1 still runs. Each job logs to its own offline W&B run in the sweep group."""

@@ -112,6 +112,7 @@ def test_the_sampler_is_seeded():
     assert sampled(0) != sampled(1)
 
 
+@pytest.mark.slow  # the tuned_sweep fixture runs a whole tuned study
 def test_the_tuned_study_runs_end_to_end_into_one_sweep_folder(tuned_sweep):
     manifest = yaml.safe_load((tuned_sweep / "tuned.yaml").read_text())
     assert [p["overrides"] for p in manifest["points"]] == [[f"model/pos_embed={v}"] for v in VARIANTS]
@@ -127,6 +128,7 @@ def test_the_tuned_study_runs_end_to_end_into_one_sweep_folder(tuned_sweep):
     assert len(jobs) == 8  # each job its own folder
 
 
+@pytest.mark.slow  # the tuned_sweep fixture runs a whole tuned study
 def test_tuning_optimises_validation_accuracy_and_never_tests(tuned_sweep):
     for v in VARIANTS:
         values = []
