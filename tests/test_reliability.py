@@ -124,8 +124,7 @@ def _csv_rows(run_dir):
 @pytest.mark.parametrize("data,sigterm", [
     (["data.num_workers=0"], False),
     (["data.num_workers=0"], True),
-    pytest.param(["data.num_workers=2"], True, marks=pytest.mark.xfail(
-        strict=True, raises=AssertionError, reason="issue 24, open: with loader workers the resumed weights still differ")),
+    (["data.num_workers=2"], True),
     (["data.on_device=true", "data/mix=mixup_cutmix"], False),
 ], ids=["dataloader-workers0-ctrl-c", "dataloader-workers0-sigterm", "dataloader-workers2-sigterm",
         "on_device+mixup-ctrl-c"])

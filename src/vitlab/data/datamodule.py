@@ -162,6 +162,10 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            # a loader's first iterator draws its workers' base seed: from its own generator,
+            # not the global one (the model's dropout stream). With persistent workers that draw
+            # happens once, so a resumed run would make it at another point of the stream.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
