@@ -172,15 +172,26 @@ def test_two_processes_resumed_mid_epoch_train_on_the_batches_of_the_uninterrupt
     result = run_entry("train.py", [*same, f"ckpt_path={interrupted}", f"hydra.run.dir={cut}"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for rank in (0, 1):
-        want = {(e, i): (x, y) for e, i, x, y in torch.load(full / "batches" / f"rank{rank}.pt", weights_only=False)}
-        got = {}
+        def dumped(path):
+            return {(e, i): (x, y) for e, i, x, y in torch.load(path, weights_only=False)}
+
+        want, got = dumped(full / "batches" / f"rank{rank}.pt"), {}
         for name in (f"rank{rank}-interrupted.pt", f"rank{rank}.pt"):  # the resumed run's last
-            got.update({(e, i): (x, y) for e, i, x, y in torch.load(cut / "batches" / name, weights_only=False)})
+            got.update(dumped(cut / "batches" / name))
         assert got.keys() == want.keys(), rank
         for key, (x, y) in want.items():
             assert torch.equal(got[key][1], y) and torch.equal(got[key][0], x), (rank, key)
     a, b = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for d in (full, cut))
     assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+    # each rank's accumulators of the interrupted epoch came back: its train/acc counts both ranks'
+    # batches before and after the resume, as the uninterrupted run's does
+    assert _train_epoch_values(cut) == _train_epoch_values(full)
+
+
+def _train_epoch_values(run_dir: Path) -> dict:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {r["epoch"]: (r["train/acc"], r["train/loss_epoch"]) for r in rows if r["train/acc"]}
 
 
 @pytest.mark.slow

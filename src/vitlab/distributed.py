@@ -93,12 +93,16 @@ def refuse_on_every_rank(trainer, refusal: str | None) -> None:
         raise ConfigError(refusal)
 
 
-def slurm_requeued(run_dir) -> bool:
-    """A SLURM job requeued by Lightning (time limit, pre-emption) comes back to its own run
-    folder, where Lightning resumes from the hpc_ckpt_<n>.ckpt it saved there."""
+def slurm_requeued(run_dir) -> str | None:
+    """A SLURM job requeued (time limit, pre-emption: callbacks/requeue.py) comes back to its own
+    run folder, where Lightning resumes from the newest hpc_ckpt_<n>.ckpt saved there: its path."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    return SLURMEnvironment.detect() and any(Path(run_dir).glob("hpc_ckpt_*.ckpt"))
+    if not SLURMEnvironment.detect():
+        return None
+    saved = [(int(p.stem.rsplit("_", 1)[1]), p) for p in Path(run_dir).glob("hpc_ckpt_*.ckpt")
+             if p.stem.rsplit("_", 1)[1].isdigit()]
+    return str(max(saved)[1]) if saved else None
 
 
 def export_submitit_local_env() -> None:

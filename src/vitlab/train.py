@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from .analysis.probes.run import check_sizes, probe_summary
 from .build_model import build_model
 from .callbacks.guards import DivergenceError, InterruptCheckpoint
+from .callbacks.requeue import Requeued
 from .callbacks.throughput import Throughput
 from .config_checks import validate
 from .distributed import batch_plan, job_scope, refuse_on_every_rank, slurm_requeued
@@ -99,6 +100,8 @@ def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float]:
 
 
 def _status(error: BaseException, interrupt: InterruptCheckpoint | None) -> str:
+    if isinstance(error, Requeued):
+        return "requeued"
     # Lightning turns Ctrl-C into SystemExit(1) after its on_exception hooks ran
     if isinstance(error, (KeyboardInterrupt, SIGTERMException)) or (interrupt and interrupt.path):
         return "interrupted"
@@ -142,6 +145,7 @@ def _train(cfg: DictConfig) -> dict:
     with_probes = probes_wanted(cfg)
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    resumed_from = ckpt_path or slurm_requeued(run_dir)  # Lightning picks a requeued job's hpc_ckpt
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, module, trainer = build(cfg)
     rank0 = trainer.is_global_zero  # known once the Trainer exists (SLURM, torchrun, submitit)
@@ -152,7 +156,7 @@ def _train(cfg: DictConfig) -> dict:
     refusal = None
     if rank0:
         try:
-            check_run_dir(run_dir, resuming=ckpt_path is not None or slurm_requeued(run_dir))
+            check_run_dir(run_dir, resuming=resumed_from is not None)
         except ConfigError as error:
             refusal = str(error)
     refuse_on_every_rank(trainer, refusal)
@@ -166,7 +170,7 @@ def _train(cfg: DictConfig) -> dict:
         "model": cfg.model._target_,
         "parameters": count_parameters(module.model),
         "train_images": len(datamodule.splits["train"]),
-        "resumed_from": ckpt_path,
+        "resumed_from": resumed_from,
         "batch": batch_plan(cfg).as_dict(),
     }
     if rank0:
@@ -198,6 +202,9 @@ def _train(cfg: DictConfig) -> dict:
         summary["status"] = _status(error, interrupt)
         summary["error"] = str(error) or type(error).__name__
         summary["interrupt_checkpoint"] = str(interrupt.path) if interrupt and interrupt.path else None
+        if isinstance(error, Requeued):
+            summary["interrupt_checkpoint"] = error.path
+            log.info("%s", error)
         raise
     finally:
         throughput = next((c for c in trainer.callbacks if isinstance(c, Throughput)), None)

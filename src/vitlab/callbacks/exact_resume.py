@@ -14,13 +14,20 @@ What the checkpoint's position means depends on the batches: a resume with anoth
 (data.batch_size) or another batch per step over the ranks (data.max_device_batch) is refused in
 one line before training. Another number of processes with the same batches is re-planned
 exactly: the ranks split the same global batches (data/keyed.py).
+
+The checkpoint also keeps every rank's training-epoch metric accumulators (metric_state.py), put
+back on a mid-epoch resume: the interrupted epoch's train/acc and train/loss_epoch cover all of
+its batches.
 """
 
 from __future__ import annotations
 
 import lightning as L
+import torch.distributed as dist
 
 from ..errors import ConfigError
+from .metric_state import metric_states, restore_metric_states
+from .rng_state import _world
 
 
 def _batches(trainer) -> dict[str, int]:
@@ -34,15 +41,27 @@ class ExactResume(L.Callback):
     def __init__(self):
         self._batches: dict[str, int] = {}
         self._fix_log_step = False
+        self._module = None
+        self._saved_metrics: list[dict] | None = None  # per rank, from the checkpoint
 
     def setup(self, trainer, pl_module, stage):  # before a checkpoint is restored
+        self._module = pl_module
         if getattr(trainer, "datamodule", None) is not None and hasattr(trainer.datamodule, "batch_size"):
             self._batches = _batches(trainer)
 
     def state_dict(self) -> dict:
-        return dict(self._batches)
+        state = dict(self._batches)
+        if self._module is not None:
+            rank, world = _world()
+            ranks = [metric_states(self._module)]
+            if world > 1:  # collective: Lightning calls this on every rank for each checkpoint
+                ranks = [None] * world
+                dist.all_gather_object(ranks, metric_states(self._module))
+            state["train_metrics"] = ranks
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        self._saved_metrics = state.get("train_metrics")
         now = self._batches
         for key, what in (("global_batch", "global batch (data.batch_size)"),
                           ("step_batch", "batch per step over all processes (data.max_device_batch)")):
@@ -58,6 +77,9 @@ class ExactResume(L.Callback):
             loop._combined_loader = None  # Lightning's own way to reload: setup_data builds anew
             loop.setup_data()
             self._fix_log_step = loop.restarted_mid_epoch
+            if loop.restarted_mid_epoch and self._saved_metrics:
+                restore_metric_states(pl_module, self._saved_metrics, *_world())
+        self._saved_metrics = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         # Lightning's epoch loop adds one to its logging step (_batches_that_stepped) on any
