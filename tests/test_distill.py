@@ -85,6 +85,20 @@ def test_module_distils_soft_targets_from_a_timm_file_teacher_outside_its_state(
     assert module.model.dist_token.grad.abs().sum() > 0
 
 
+def test_the_teacher_does_not_shift_the_students_random_stream(tmp_path):
+    """The same seed draws the same dropout masks whichever teacher (or none) is loaded: a study's
+    students of one seed differ by their distillation only."""
+    _, path = timm_teacher_file(tmp_path)
+    draws = []
+    for extra in ([], ["module.distill.teacher=resnet10t", f"module.distill.weights={path}",
+                       "module.distill.type=none"]):
+        cfg = compose_config(["model.depth=1", *extra])
+        torch.manual_seed(3)
+        instantiate(cfg.module, model=build_model(cfg.model))
+        draws.append(torch.rand(4))
+    assert torch.equal(*draws)
+
+
 BAD = [
     (["module.distill.type=soft"], "module.distill.type=soft needs a teacher"),
     (["module.distill.type=medium"], "module.distill.type='medium' is not one of none, soft, hard"),

@@ -160,13 +160,16 @@ def load_teacher(teacher: str, weights: str | None, num_classes: int, in_chans: 
     checkpoint, its own config), or a timm model name with `weights`."""
     from .run_folder import load_model
 
-    if Path(teacher).expanduser().exists():
-        if weights:
-            raise ConfigError(f"module.distill.weights={weights} is for a timm teacher; "
-                              f"module.distill.teacher={teacher} brings its own checkpoint")
-        model = load_model(teacher)[1]
-    else:
-        model = timm_teacher(teacher, weights, num_classes, in_chans, timm_kwargs)
+    if Path(teacher).expanduser().exists() and weights:
+        raise ConfigError(f"module.distill.weights={weights} is for a timm teacher; "
+                          f"module.distill.teacher={teacher} brings its own checkpoint")
+    # built aside from the global generator: its (overwritten) initialisation must not shift the
+    # student's stream, so students of one seed train alike whichever teacher they have
+    with torch.random.fork_rng(devices=[]):
+        if Path(teacher).expanduser().exists():
+            model = load_model(teacher)[1]
+        else:
+            model = timm_teacher(teacher, weights, num_classes, in_chans, timm_kwargs)
     check_classes(model, num_classes, teacher)
     return model
 
