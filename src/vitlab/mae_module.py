@@ -3,8 +3,8 @@ reconstruction loss out; optimiser and schedule from optim.py, as the supervised
 
 It wraps whatever encoder the run's `model:` builds in the MaskedAutoencoder that
 `module.mae` configures, so the checkpoint holds `model.encoder.*` (what `model.pretrained=<this
-run>` fine-tunes) and `model.decoder.*`. Validation and test mask each batch with fixed noise,
-so their loss compares across epochs and runs.
+run>` fine-tunes) and `model.decoder.*`. Validation and test mask each image with fixed noise keyed by
+its pixels, so their loss compares across epochs, runs and world sizes.
 """
 
 from __future__ import annotations
@@ -19,14 +19,27 @@ from .models.mae import MaskedAutoencoder
 from .module import ImageClassifier, epoch_mean
 from .optim import configure_optimizer
 
-EVAL_NOISE_SEED = 1234  # validation/test batch i is masked by noise from seed EVAL_NOISE_SEED + i
+_PRIME = 2**31 - 1  # integer hashing modulo a prime below 2**31: no product overflows int64
 
 
-def eval_noise(batch: int, num_patches: int, batch_idx: int, device) -> torch.Tensor:
-    """The fixed masking noise of evaluation batch `batch_idx` (drawn on the CPU: the same on
-    every device)."""
-    gen = torch.Generator().manual_seed(EVAL_NOISE_SEED + batch_idx)
-    return torch.rand(batch, num_patches, generator=gen).to(device)
+def _mix(h: torch.Tensor, multiplier: int) -> torch.Tensor:
+    h = torch.remainder(h * multiplier, _PRIME)
+    return h ^ (h >> 15)
+
+
+def eval_noise(images: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """The fixed masking noise of evaluation images, (B, num_patches) in [0, 1): a hash of each
+    image's own pixels and the patch index, on the images' device. An image gets the same mask
+    in any batch, at any position, on any number of processes, so val/loss and test/loss do not
+    depend on the world size (integer arithmetic: exact, in any summation order)."""
+    pixels = torch.round(images.detach().flatten(1).double() * 255).long()
+    weights = torch.remainder(torch.arange(1, pixels.shape[1] + 1, device=images.device) * 40503, 65521)
+    key = torch.remainder((pixels * weights).sum(1, keepdim=True), _PRIME)  # (B, 1): the image's
+    patch = torch.arange(num_patches, device=images.device) * 97 + 1
+    h = torch.remainder(key * 48271 + patch * 69621, _PRIME)
+    for multiplier in (1103515245 % _PRIME, 16807, 950706376):
+        h = _mix(h, multiplier)
+    return h.to(torch.float32) / _PRIME
 
 
 class MaskedAutoencoderModule(L.LightningModule):
@@ -61,8 +74,7 @@ class MaskedAutoencoderModule(L.LightningModule):
 
     def _step(self, batch, stage: str, batch_idx: int | None = None) -> torch.Tensor:
         images = batch[0]  # labels, if the data has any, are not used
-        noise = None if batch_idx is None else eval_noise(
-            images.shape[0], self.model.num_patches, batch_idx, images.device)
+        noise = None if batch_idx is None else eval_noise(images, self.model.num_patches)
         loss, _, _ = self(images, noise)
         getattr(self, f"{stage}_loss").update(loss.detach().expand(images.shape[0]))
         return loss
