@@ -72,8 +72,9 @@ def test_an_mae_runs_test_loss_is_the_same_on_1_2_and_3_processes(tmp_path):
     losses = []
     for n in (1, 2, 3):
         out = tmp_path / f"eval_{n}"
-        result = run_entry("eval.py", [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "trainer.accelerator=cpu",
-                                       f"trainer.devices={n}", f"hydra.run.dir={out}"], cwd=tmp_path)
+        args = [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "trainer.accelerator=cpu",
+                f"trainer.devices={n}", f"hydra.run.dir={out}"]
+        result = run_entry("eval.py", args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         summary = read_summary(out)
         assert summary["world_size"] == n
