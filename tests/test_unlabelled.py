@@ -63,6 +63,11 @@ def test_mae_trains_on_it_and_a_classifier_refuses_it(tmp_path):
     with pytest.raises(ConfigError, match=r"^data.num_classes=0: these images have no labels "
                                           r"\(data=unlabelled\), so only MAE pre-training can use them"):
         validate(supervised)
+    per_class = compose_config(["experiment=mae_pretrain", f"data.data_dir={root}", *FAST, "tags=[]",
+                                "data.samples_per_class=4"])
+    with pytest.raises(ConfigError, match=r"^data.samples_per_class=4: these images have no classes "
+                                          r"\(data.num_classes=0\); take a share with data.train_fraction$"):
+        validate(per_class)
 
 
 @pytest.mark.slow

@@ -118,14 +118,18 @@ MAE_MODULE = "vitlab.mae_module.MaskedAutoencoderModule"  # learns from images a
 
 
 def check_data(cfg: DictConfig) -> None:
-    """data: classes >= 2 (0, unlabelled images, only for module=mae), image size and batch
-    size positive, fractions in range, samples_per_class positive."""
+    """data: classes >= 2 (0, unlabelled images, only for module=mae, without
+    samples_per_class), image size and batch size positive, fractions in range,
+    samples_per_class positive."""
     classes = get(cfg, "data.num_classes", None)
     if classes == 0 and get(cfg, "module._target_", None) != MAE_MODULE:
         raise ConfigError("data.num_classes=0: these images have no labels (data=unlabelled), so only "
                           "MAE pre-training can use them (experiment=mae_pretrain or module=mae)")
     if classes != 0:
         _number(cfg, "data.num_classes", lo=2, integer=True)
+    elif get(cfg, "data.samples_per_class", None) is not None:
+        raise ConfigError(f"data.samples_per_class={get(cfg, 'data.samples_per_class')}: these images have "
+                          "no classes (data.num_classes=0); take a share with data.train_fraction")
     _number(cfg, "data.img_size", lo=1, integer=True)
     _number(cfg, "data.in_chans", lo=1, integer=True)
     _number(cfg, "data.batch_size", lo=1, integer=True)
