@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vitlab.analysis.probes.cka import cross_cka_matrix
-from vitlab.analysis.probes.run import first_images, probe_summary
+from vitlab.analysis.probes.run import probe_images, probe_summary
 from vitlab.cli import check_command_line
 from vitlab.errors import ConfigError, run_or_exit
 from vitlab.run_folder import checkpoint_of, load_model
@@ -34,8 +34,8 @@ def probe(cfg: DictConfig) -> dict:
     datamodule.setup(cfg.split)
     loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
     values = probe_summary(model, loader, cfg.probes, device)
-    if other is not None:  # the same first images, through both runs
-        batches = first_images(loader, cfg.probes.cka_images, cfg.probes.batch_size)
+    if other is not None:  # the same images, spread over the split, through both runs
+        batches = probe_images(loader, cfg.probes.cka_images, cfg.probes.batch_size)
         rows, cols, matrix = cross_cka_matrix(model, other.to(device), batches, cfg.probes.cka_images)
         values["probes"]["cka_between"] = {"against": str(checkpoint_of(cfg.probes.cka_against)),
                                            "layers": rows, "other_layers": cols,

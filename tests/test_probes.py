@@ -276,3 +276,31 @@ def test_probe_grids_that_do_not_tile_the_image_stop_a_training_run_before_it_st
     assert not probes_wanted(OmegaConf.merge(cfg, {"test": False, "probes": {"shuffle": [3]}}))
     with pytest.raises(ConfigError, match=r"^probes.shuffle: a 3x3 grid does not divide the 32x32 image$"):
         probes_wanted(OmegaConf.merge(cfg, {"probes": {"shuffle": [3]}}))
+
+
+def test_probe_images_spread_over_a_class_ordered_split_and_read_only_those():
+    """An image folder's test split is in class order: the probes take images evenly spaced over
+    it (every class), and through a DataLoader read only those images."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from vitlab.analysis.probes.run import probe_images
+
+    class Ordered(Dataset):  # 5 classes x 20 images, class by class, counting its reads
+        reads = 0
+
+        def __len__(self):
+            return 100
+
+        def __getitem__(self, i):
+            Ordered.reads += 1
+            return torch.full((1, 4, 4), float(i)), i // 20
+
+    batches = probe_images(DataLoader(Ordered(), batch_size=8), 10, batch_size=4)
+    labels = torch.cat([y for _, y in batches])
+    assert [len(y) for _, y in batches] == [4, 4, 2] and sorted(set(labels.tolist())) == [0, 1, 2, 3, 4]
+    assert Ordered.reads == 10
+    # a loader without a dataset (the on-device one): read whole, then spaced alike
+    on_device = [(torch.arange(i, i + 10.0).view(10, 1, 1, 1), torch.arange(i, i + 10) // 20)
+                 for i in range(0, 100, 10)]
+    spread = torch.cat([y for _, y in probe_images(on_device, 10)])
+    assert torch.equal(spread, labels)

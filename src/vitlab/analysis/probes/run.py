@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from ...errors import ConfigError
 from .cka import cka_matrix
@@ -94,12 +95,37 @@ def run_probes(model: nn.Module, batches: list, probes) -> dict:
     return out
 
 
+def _spaced(n: int, images: int) -> list[int]:
+    return torch.linspace(0, n - 1, min(n, images)).round().long().unique().tolist()
+
+
+def probe_images(loader: Iterable, images: int,
+                 batch_size: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`images` (image, label) pairs evenly spaced over the loader's split, as first_images
+    returns them. Spaced, not the first: an image folder's split is in class order, so its first
+    images would be of one or two classes. A DataLoader over a map-style dataset reads only those
+    images; another loader (the on-device one, whose splits are small by design) is read whole,
+    then spaced; a stream (an IterableDataset) gives its first images, in its own order."""
+    dataset = getattr(loader, "dataset", None)
+    if isinstance(loader, DataLoader):
+        if not isinstance(dataset, IterableDataset) and len(dataset) > images:
+            loader = DataLoader(Subset(dataset, _spaced(len(dataset), images)), batch_size=loader.batch_size,
+                                num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+        return first_images(loader, images, batch_size)
+    every = first_images(loader, 2**62)
+    x, y = torch.cat([b[0] for b in every]), torch.cat([b[1] for b in every])
+    keep = torch.tensor(_spaced(len(y), images))
+    size = batch_size or len(every[0][1])
+    return list(zip(x[keep].split(size), y[keep].split(size), strict=True))
+
+
 def probe_summary(model: nn.Module, loader: Iterable, probes, device: torch.device | str) -> dict:
-    """summary.json values of the probes on the loader's first probes.images images, on `device`:
+    """summary.json values of the probes on probes.images images spread over the loader's split
+    (probe_images), on `device`:
     {"probes": ..., "probe_images": n, "probe_time_s": s} (the same layout for src/probe.py and
     for the probes a training run makes of its best checkpoint)."""
     t0 = time.time()
-    batches = first_images(loader, probes.get("images", 512), probes.get("batch_size"))
+    batches = probe_images(loader, probes.get("images", 512), probes.get("batch_size"))
     check_sizes(probes, tuple(batches[0][0].shape[-2:]))
     results = run_probes(model.to(device), batches, probes)
     return {"probes": results, "probe_images": sum(len(y) for _, y in batches),
