@@ -23,6 +23,14 @@ def last_checkpoint(trainer) -> str | None:
     return str(max(paths, key=lambda p: p.stat().st_mtime)) if paths else None
 
 
+def check_due(trainer, every_n_steps: int | None = None) -> bool:
+    """Whether this step reads a flag kept on the device (and, with several processes, decides
+    it across ranks): every step on a CPU, where reading costs nothing; on a GPU every
+    `every_n_steps` (default: the log interval), the same steps on every rank."""
+    every = every_n_steps or max(1, trainer.log_every_n_steps)
+    return trainer.strategy.root_device.type == "cpu" or trainer.global_step % every == 0
+
+
 class FiniteLoss(L.Callback):
     """Stops training at the first non-finite loss. Checkpoints are never written from the
     diverged state, so the last good one (last.ckpt, best.ckpt) stays as it was.
@@ -53,8 +61,7 @@ class FiniteLoss(L.Callback):
         self._first_bad = torch.where(bad, found, self._first_bad)
 
     def _due(self, trainer) -> bool:
-        every = self.check_every_n_steps or max(1, trainer.log_every_n_steps)
-        return trainer.strategy.root_device.type == "cpu" or trainer.global_step % every == 0
+        return check_due(trainer, self.check_every_n_steps)
 
     def on_validation_start(self, trainer, pl_module):  # before this epoch's checkpoints
         self._check(trainer)

@@ -24,6 +24,8 @@ import subprocess
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
+from .guards import check_due
+
 log = logging.getLogger(__name__)
 
 
@@ -73,10 +75,8 @@ class SlurmRequeue(L.Callback):
             self._signal = None
 
     def _due(self, trainer) -> bool:
-        if trainer.world_size == 1:
-            return True  # a Python flag: free to read
-        every = self.check_every_n_steps or max(1, trainer.log_every_n_steps)
-        return trainer.strategy.root_device.type == "cpu" or trainer.global_step % every == 0
+        # one process: a Python flag, free to read; several: a collective, at FiniteLoss's steps
+        return trainer.world_size == 1 or check_due(trainer, self.check_every_n_steps)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self._signal is None or not self._due(trainer):  # not a SLURM job, or a step in between
