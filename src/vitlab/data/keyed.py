@@ -103,13 +103,37 @@ class KeyedTransform(Dataset):
             return self.transform(image), label
         seed = derive_seed(self.seed, AUGMENT, epoch, index)
         state = random.getstate()
+        # the CPU generator alone: torch.manual_seed would also reseed every device's (the
+        # model's dropout stream on a GPU), and queue a lazy CUDA call per image
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             random.seed(seed)
             try:
                 return self.transform(image), label
             finally:
                 random.setstate(state)
+
+
+class OwnStreams:
+    """Runs a function under torch's CPU and Python's global generators swapped for streams of
+    its own (seeded by `seed`, carried on from call to call), and puts the caller's back: for
+    library transforms that can only draw from the global generators, run in a process whose
+    global generators belong to someone else (the model's, in a loader without workers)."""
+
+    def __init__(self, seed: int):
+        self.torch_state = torch.Generator().manual_seed(derive_seed(seed)).get_state()
+        self.python_state = random.Random(derive_seed(seed)).getstate()
+
+    def __call__(self, fn: Callable, *args):
+        torch_state, python_state = torch.get_rng_state(), random.getstate()
+        torch.set_rng_state(self.torch_state)
+        random.setstate(self.python_state)
+        try:
+            return fn(*args)
+        finally:
+            self.torch_state, self.python_state = torch.get_rng_state(), random.getstate()
+            torch.set_rng_state(torch_state)
+            random.setstate(python_state)
 
 
 class ImageKeys:

@@ -26,8 +26,12 @@ from collections.abc import Mapping, Sequence
 from copy import deepcopy
 from pathlib import Path
 
+import torch
+from torch.utils.data import get_worker_info
+
 from ..errors import ConfigError, DataError
 from .datamodule import ImageDataModule
+from .keyed import OwnStreams
 from .shards import MANIFEST, decode, read_manifest, require_litdata
 
 
@@ -61,13 +65,20 @@ def load_manifest(input_dir: str, storage_options: dict | None = None) -> dict:
 
 
 class DecodeSample:
-    """litdata's per-sample transform: {"image": bytes, "label", "id"} -> (image, label[, id])."""
+    """litdata's per-sample transform: {"image": bytes, "label", "id"} -> (image, label[, id]).
 
-    def __init__(self, transform, channels: int, return_ids: bool):
+    In a loader worker the random transforms draw from the worker's generators (seeded from the
+    loader's own generator); without workers they run in the training process, where torch's
+    and Python's global generators are the model's (dropout, drop-path): there they draw from
+    streams of their own, seeded by `seed`."""
+
+    def __init__(self, transform, channels: int, return_ids: bool, seed: int = 0):
         self.transform, self.channels, self.return_ids = transform, channels, return_ids
+        self.own = OwnStreams(seed)
 
     def __call__(self, sample: Mapping):
-        image = self.transform(decode(sample["image"], self.channels))
+        image = decode(sample["image"], self.channels)
+        image = self.transform(image) if get_worker_info() else self.own(self.transform, image)
         return (image, sample["label"], sample["id"]) if self.return_ids else (image, sample["label"])
 
 
@@ -199,7 +210,7 @@ class StreamingDataModule(ImageDataModule):
             litdata_dir(f"{self.input_dir.rstrip('/')}/{split}"), cache_dir=cache, shuffle=train,
             seed=self.seed, max_cache_size=self.max_cache_size, storage_options=self.storage_options,
             drop_last=True if train and (self.drop_last or self.world[0] > 1) else False,
-            transform=DecodeSample(transform, self.in_chans, self.return_ids))
+            transform=DecodeSample(transform, self.in_chans, self.return_ids, self.seed))
         ds.skipped = set(self.manifest["splits"][split]["skipped"])  # left out by --skip-corrupt
         # litdata reads a local folder in place with a "window" shuffle: whole chunks per worker,
         # trimmed to the shortest under drop_last (up to 40 % of a small set unseen per epoch)
@@ -214,7 +225,9 @@ class StreamingDataModule(ImageDataModule):
         return StreamingDataLoader(
             self.splits[split], batch_size=self.batch_size if train else self.eval_batch_size,
             num_workers=self.num_workers, pin_memory=self.pin_memory,
-            persistent_workers=False)
+            persistent_workers=False,
+            # the workers' base seed from the loader's own generator, not the global one (the model's)
+            generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> TrainerSyncedLoader:
         trainer = self.trainer
