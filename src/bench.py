@@ -8,7 +8,11 @@ Times training steps (forward, backward, AdamW step) and inference of both model
 which goes first every round after a warm-up, and reports the median round: images/s, the ratio
 vitlab/timm, TFLOP/s and MFU (FLOPs counted per layer by vitlab.flops, QKᵀ and AV included;
 training = 3 × forward) and peak memory. A measurement, not a test: nothing is asserted.
-`mode=fit` instead times vitlab's whole training step against a bare PyTorch loop (bench_fit.py).
+`mode=fit` instead times vitlab's whole training step against a bare PyTorch loop (bench_fit.py),
+`mode=path` the default run's step on each of its real data paths against a bare loop over the
+same loader (bench_path.py):
+
+  python src/bench.py mode=path                  # DataLoader (0 and 2 workers), on-device, streaming
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from timm.models.vision_transformer import VisionTransformer as TimmViT
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vitlab.bench_fit import report_fit, run_fit
+from vitlab.bench_path import report_path, run_path
 from vitlab.build_model import build_model
 from vitlab.flops import forward_flops, peak_tflops, train_flops
 from vitlab.models.hybrid import create_backbone
@@ -249,14 +254,17 @@ def main(cfg: DictConfig) -> None:
     preset = HydraConfig.get().runtime.choices.get("model", "?")
     if cfg.img_size is None:
         cfg.img_size = 32 if preset in SMALL_IMAGE_PRESETS else 224
-    if str(cfg.precision) not in ("32", "bf16") or cfg.mode not in ("train", "infer", "both", "fit") \
+    if str(cfg.precision) not in ("32", "bf16") or cfg.mode not in ("train", "infer", "both", "fit", "path") \
             or cfg.clock not in CLOCKS or (cfg.sdpa != "auto" and cfg.sdpa not in SDPA):
-        sys.exit(f"error: precision must be 32 or bf16, mode train, infer, both or fit, clock wall or "
+        sys.exit(f"error: precision must be 32 or bf16, mode train, infer, both, fit or path, clock wall or "
                  f"process, sdpa auto, {', '.join(SDPA)} (got precision={cfg.precision} mode={cfg.mode} "
                  f"clock={cfg.clock} sdpa={cfg.sdpa})")
     if cfg.mode == "fit":
         result = run_fit(cfg, preset)
         print(report_fit(result))
+    elif cfg.mode == "path":
+        result = run_path(cfg, preset)
+        print(report_path(result))
     else:
         result = run(cfg, preset)
         print(report(result))

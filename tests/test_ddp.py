@@ -128,7 +128,7 @@ def test_two_process_ddp_reaches_the_same_loss_as_one_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loader", [["data.on_device=true"], ["data.num_workers=2"]],
+@pytest.mark.parametrize("loader", [["data.on_device=true"], ["data.on_device=false", "data.num_workers=2"]],
                          ids=["on_device", "dataloader-workers2"])
 def test_two_processes_train_on_the_augmented_images_of_one(tmp_path, monkeypatch, loader):
     """Shuffled, augmented (digits' random crop), 2 epochs: the two ranks' batches of 16, side by

@@ -74,7 +74,8 @@ def digits_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("loader", [[], ["+data.on_device=true"]], ids=["dataloader", "on_device"])
+@pytest.mark.parametrize("loader", [["+data.on_device=false"], ["+data.on_device=true"]],
+                         ids=["dataloader", "on_device"])
 def test_the_same_checkpoint_gives_the_same_test_acc_on_1_2_and_3_processes(digits_run, tmp_path, loader):
     run_dir, summary = digits_run
     accs = [evaluated(run_dir, n, tmp_path, *loader)["test/acc"] for n in (1, 2, 3)]

@@ -25,7 +25,7 @@ from vitlab.errors import ConfigError
 from vitlab.flops import forward_flops, matmul_macs, peak_tflops, vit_macs
 from vitlab.models import HybridEmbed, VisionTransformer
 from vitlab.models.pos_embed import Learned1d, Relative, RelativeBias, Rope2d
-from vitlab.train import gpu_fast_path, train
+from vitlab.train import fast_path, train
 
 
 @pytest.mark.parametrize("preset,gmacs", [("vit_tiny", 1.26), ("vit_small", 4.61), ("vit_base", 17.58)])
@@ -227,15 +227,25 @@ def test_training_with_the_on_device_loader_logs_throughput_and_mfu(compose_cfg,
     assert 0 <= float(perf[-1]["perf/data_frac"]) < 1
 
 
-def test_gpu_fast_path_sets_tf32_and_fused_adamw():
+def test_fast_path_sets_tf32_on_cuda_and_fused_adamw_on_cpu_and_cuda():
     module = SimpleNamespace(optimizer_factory=functools.partial(torch.optim.AdamW, lr=1e-3))
     before = torch.get_float32_matmul_precision()
     try:
-        gpu_fast_path(compose_config([]), module)
+        fast_path(compose_config([]), module, torch.device("cuda"))
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(before)
     assert module.optimizer_factory.keywords == {"lr": 1e-3, "fused": True}
+    on_cpu = SimpleNamespace(optimizer_factory=functools.partial(torch.optim.AdamW, lr=1e-3))
+    fast_path(compose_config([]), on_cpu, torch.device("cpu"))
+    assert on_cpu.optimizer_factory.keywords == {"lr": 1e-3, "fused": True}
+    assert torch.get_float32_matmul_precision() == before  # a CPU run leaves CUDA's settings alone
+    chosen = SimpleNamespace(optimizer_factory=functools.partial(torch.optim.AdamW, fused=False))
+    sgd = SimpleNamespace(optimizer_factory=functools.partial(torch.optim.SGD, lr=0.1))
+    for m in (chosen, sgd):
+        before_factory = m.optimizer_factory
+        fast_path(compose_config([]), m, torch.device("cpu"))
+        assert m.optimizer_factory is before_factory  # the config's own choice, and SGD, untouched
 
 
 # ---- torch.compile: the model traces as one graph for every positional interface

@@ -55,7 +55,7 @@ def weights(run_dir, name="last.ckpt"):
 
 
 @pytest.mark.parametrize("data", [
-    [],
+    ["data.on_device=false"],
     ["data.on_device=true", "data/mix=mixup_cutmix"],  # the device loader's draws, Mixup/CutMix's
 ], ids=["dataloader", "on_device+mixup"])
 def test_resumed_run_ends_exactly_like_an_uninterrupted_one(compose_cfg, tmp_path, data):
@@ -119,9 +119,9 @@ def _csv_rows(run_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("data,sigterm", [
-    (["data.num_workers=0"], False),
-    (["data.num_workers=0"], True),
-    (["data.num_workers=2"], True),
+    (["data.on_device=false", "data.num_workers=0"], False),
+    (["data.on_device=false", "data.num_workers=0"], True),
+    (["data.on_device=false", "data.num_workers=2"], True),
     (["data.on_device=true", "data/mix=mixup_cutmix"], False),
 ], ids=["dataloader-workers0-ctrl-c", "dataloader-workers0-sigterm", "dataloader-workers2-sigterm",
         "on_device+mixup-ctrl-c"])
@@ -189,7 +189,7 @@ def test_a_slurm_requeue_saves_at_the_step_boundary_and_the_requeued_job_resumes
     rows of an uninterrupted run."""
     def cfg_for(name):
         cfg = compose_cfg([*SMALL, "trainer.max_epochs=3", "seed=7", "model.drop_rate=0.1",
-                           "trainer.log_every_n_steps=1", "data.num_workers=0"])
+                           "trainer.log_every_n_steps=1", "data.on_device=false", "data.num_workers=0"])
         cfg.paths.output_dir = str(tmp_path / name)
         return cfg
 

@@ -27,7 +27,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from .build_model import build_model
 from .data.on_device import DeviceLoader, as_uint8
-from .optim import param_groups
+from .optim import fused_where_possible, param_groups
 from .train import build
 
 PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
@@ -97,9 +97,8 @@ class BareLoop:
         if train_cfg.get("compile"):
             self.model.compile(mode=train_cfg.get("compile_mode"))
         m = train_cfg.module
-        factory = instantiate(m.optimizer)
-        fused = {"fused": True} if device.type == "cuda" and "fused" not in m.optimizer else {}
-        self.opt = factory(param_groups(self.model, m.weight_decay), **fused)
+        factory = fused_where_possible(instantiate(m.optimizer), device)  # as train.build does
+        self.opt = factory(param_groups(self.model, m.weight_decay))
         floor = m.min_lr_ratio
         self.sched = LambdaLR(self.opt, lambda s: floor + (1 - floor) * 0.5 * (
             1 + math.cos(math.pi * min(s, total_steps) / total_steps)))

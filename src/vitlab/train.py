@@ -8,7 +8,6 @@ ending: "completed", "interrupted" (Ctrl-C / SIGTERM; a checkpoint was saved), "
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from .distributed import batch_plan, job_scope, refuse_on_every_rank, slurm_requ
 from .errors import ConfigError
 from .fp8 import float8_training
 from .loggers import finish_loggers, log_run_config
+from .optim import fused_where_possible
 from .summary import SUMMARY, read_summary, write_summary
 
 log = logging.getLogger(__name__)
@@ -62,17 +62,16 @@ def build(cfg: DictConfig):
     if cfg.get("compile"):  # in place, so checkpoints keep the parameter names
         model.compile(mode=cfg.get("compile_mode"))
     module = instantiate(cfg.module, model=model)
-    if trainer.strategy.root_device.type == "cuda":
-        gpu_fast_path(cfg, module)
+    fast_path(cfg, module, trainer.strategy.root_device)
     return datamodule, module, trainer
 
 
-def gpu_fast_path(cfg: DictConfig, module: L.LightningModule) -> None:
-    """CUDA defaults: fp32 matmuls at `matmul_precision` (high: TF32), AdamW's fused kernel."""
-    torch.set_float32_matmul_precision(cfg.get("matmul_precision") or "highest")
-    factory = module.optimizer_factory
-    if getattr(factory, "func", None) is torch.optim.AdamW and "fused" not in factory.keywords:
-        module.optimizer_factory = functools.partial(factory, fused=True)
+def fast_path(cfg: DictConfig, module: L.LightningModule, device: torch.device) -> None:
+    """AdamW's fused kernel on the CPU and CUDA; on CUDA fp32 matmuls at `matmul_precision`
+    (high: TF32)."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision(cfg.get("matmul_precision") or "highest")
+    module.optimizer_factory = fused_where_possible(module.optimizer_factory, device)
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
