@@ -9,6 +9,8 @@ On one GPU, in a few minutes, each step in its own process with its own time lim
   cifar_recipe                 experiment=cifar10_pure (strong augmentation on the device), short
   ddp                          trainer=ddp trainer.devices=1: the NCCL path, a few steps
   bench_fit                    vitlab's whole training step against a bare PyTorch loop
+  bench_path                   the default run's step on each real data path (DataLoader with 0 and
+                               2 workers, on-device, streaming) against a bare loop over the same loader
   (autotune=true adds bench_autotune, compile_mode=max-autotune, and bench_cudnn, cuDNN attention)
 It prints one table and writes it as JSON. Without a CUDA device it says so and exits 2;
 `dry=true` runs every step at toy sizes on the CPU. Only the torch API of 2.11 is used here and
@@ -114,6 +116,19 @@ class Check:
         return Result("bench_fit", figures={"vitlab_img_s": round(r["vitlab"]["images_per_s"], 1),
                                             "bare_img_s": round(r["bare"]["images_per_s"], 1),
                                             "ratio": round(r["ratio"], 3)})
+
+    def bench_path(self) -> Result:
+        out = self.work / "bench_path.json"
+        size = ["rounds=1", "steps=2", "warmup=1"] if self.dry else ["rounds=3", "steps=40", "warmup=10"]
+        status, tail = run(py("bench.py", "mode=path", *size, f"out={out}"),
+                           self.cfg.timeouts.bench_path, self.work / "bench_path.log")
+        if status != "ok":
+            return Result("bench_path", status, note=tail)
+        paths = json.loads(out.read_text())["paths"]
+        return Result("bench_path", figures={f"{name}_ratio": round(row["ratio"], 3)
+                                             for name, row in paths.items() if "ratio" in row},
+                      note="; ".join(f"{name} skipped: {row['skipped']}"
+                                     for name, row in paths.items() if "skipped" in row))
 
     # ---- every preset x positional variant trains a few steps
 
@@ -339,6 +354,7 @@ def main(cfg: DictConfig) -> None:
         "cifar_recipe": lambda: check.cifar("cifar_recipe", *recipe),
         "ddp": check.ddp,
         "bench_fit": check.bench_fit,
+        "bench_path": check.bench_path,
     }
     if not cfg.autotune:  # minutes of kernel tuning; cuDNN attention needs a recent GPU
         steps.pop("bench_autotune")

@@ -26,9 +26,10 @@ def test_dry_run_runs_every_step_at_toy_sizes_on_the_cpu(tmp_path):
     report = json.loads(out.read_text())
     steps = {s["name"]: s for s in report["steps"]}
     assert set(steps) == {"bench_eager", "bench_compiled", "presets", "cifar_crop_flip", "cifar_cudagraphs",
-                          "cifar_recipe", "ddp", "bench_fit"}
+                          "cifar_recipe", "ddp", "bench_fit", "bench_path"}
     assert all(s["status"] == "ok" for s in steps.values()), {n: s["note"] for n, s in steps.items()}
     assert steps["presets"]["figures"]["completed"] == steps["presets"]["figures"]["of"] > 10
     assert steps["bench_eager"]["figures"]["vitlab_img_s"] > 0 and steps["bench_fit"]["figures"]["ratio"] > 0
+    assert {"loader_ratio", "workers_ratio", "device_ratio", "streaming_ratio"} <= set(steps["bench_path"]["figures"])
     assert 0 <= steps["cifar_recipe"]["figures"]["test_acc"] <= 1
     assert "presets" in result.stdout and "figures" in result.stdout  # the table

@@ -93,6 +93,21 @@ def test_bench_fit_times_vitlab_against_a_bare_loop(tmp_path):
     assert not list(tmp_path.glob("outputs")) and not list(tmp_path.glob("checkpoints"))
 
 
+@pytest.mark.slow
+def test_bench_path_times_every_data_path_of_the_default_run_against_a_bare_loop(tmp_path):
+    out = tmp_path / "path.json"
+    result = run_entry("bench.py", ["mode=path", "warmup=1", "rounds=1", "steps=2", "path_workers=1",
+                                    f"out={out}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert list(r["paths"]) == ["loader", "workers", "device", "streaming"]
+    for name, row in r["paths"].items():
+        assert row["vitlab"]["images_per_s"] > 0 and row["bare"]["images_per_s"] > 0 and row["ratio"] > 0, name
+        assert f"\n{name} " in result.stdout  # one line per path in the printed table
+    assert r["paths"]["device"]["overrides"] == ["data.on_device=true"]
+    assert not list(tmp_path.glob("outputs")) and not list(tmp_path.glob("checkpoints"))
+
+
 # ---- on-device loader
 
 
