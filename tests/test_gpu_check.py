@@ -30,6 +30,7 @@ def test_dry_run_runs_every_step_at_toy_sizes_on_the_cpu(tmp_path):
     assert all(s["status"] == "ok" for s in steps.values()), {n: s["note"] for n, s in steps.items()}
     assert steps["presets"]["figures"]["completed"] == steps["presets"]["figures"]["of"] > 10
     assert steps["bench_eager"]["figures"]["vitlab_img_s"] > 0 and steps["bench_fit"]["figures"]["ratio"] > 0
-    assert {"loader_ratio", "workers_ratio", "device_ratio", "streaming_ratio"} <= set(steps["bench_path"]["figures"])
+    ratios = {f"{path}_ratio" for path in ("loader", "workers", "device", "streaming")}
+    assert ratios <= set(steps["bench_path"]["figures"])
     assert 0 <= steps["cifar_recipe"]["figures"]["test_acc"] <= 1
     assert "presets" in result.stdout and "figures" in result.stdout  # the table

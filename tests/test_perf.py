@@ -102,7 +102,7 @@ def test_bench_path_times_every_data_path_of_the_default_run_against_a_bare_loop
     r = json.loads(out.read_text())
     assert list(r["paths"]) == ["loader", "workers", "device", "streaming"]
     for name, row in r["paths"].items():
-        assert row["vitlab"]["images_per_s"] > 0 and row["bare"]["images_per_s"] > 0 and row["ratio"] > 0, name
+        assert row["vitlab"]["images_per_s"] > 0 < row["bare"]["images_per_s"] and row["ratio"] > 0, name
         assert f"\n{name} " in result.stdout  # one line per path in the printed table
     assert r["paths"]["device"]["overrides"] == ["data.on_device=true"]
     assert not list(tmp_path.glob("outputs")) and not list(tmp_path.glob("checkpoints"))
