@@ -1,0 +1,63 @@
+"""Model presets are deltas over shared bases (conf/model/_vit.yaml): the configs they compose must
+stay exactly those the copies composed. The golden file was captured from the copies; regenerate it
+only on purpose: `PYTHONPATH=src:tests python -c "import test_presets as t; t.write_golden()"`."""
+
+import json
+
+import pytest
+from conftest import CONF
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+GOLDEN = CONF.parent / "tests" / "golden" / "presets.json"
+
+
+def presets(group: str) -> list[str]:
+    """A group's presets; a file named _*.yaml is a shared base, not one to pick."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def cases() -> list[str]:
+    """Every model preset by its own name, every experiment and every bias (conf/bias/)."""
+    return ([f"model={m}" for m in presets("model")] + [f"experiment={e}" for e in presets("experiment")]
+            + [f"+bias={b}" for b in presets("bias")])
+
+
+def missing(node, prefix: str = ""):
+    """The dotted keys of every ??? value (OmegaConf.missing_keys resolves, and fails on them)."""
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from missing(value, f"{prefix}{key}.")
+        elif value == "???":
+            yield f"{prefix}{key}"
+
+
+def composed(override: str) -> dict:
+    """The model as it resolves, and the whole config unresolved (its ${hydra:...} and paths need
+    a running job; the output dir is fixed so nothing depends on where or when)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[override], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # for ${hydra:runtime.choices.model}
+    with open_dict(cfg):
+        del cfg.hydra  # Hydra's own settings, with the time in its run dir
+        cfg.paths.output_dir = "OUT"
+    whole = OmegaConf.to_container(cfg, resolve=False)
+    for key in missing(whole):  # a value the user must give (???): named, not resolved
+        OmegaConf.update(cfg, key, "MISSING")
+    return {"model": OmegaConf.to_yaml(cfg.model, resolve=True), "config": OmegaConf.to_yaml(whole)}
+
+
+def write_golden():
+    GOLDEN.write_text(json.dumps({c: composed(c) for c in cases()}, indent=1) + "\n")
+
+
+@pytest.mark.parametrize("override", cases())
+def test_every_preset_composes_as_the_golden_copy(override):
+    golden = json.loads(GOLDEN.read_text())
+    assert override in golden, f"{override} is new: regenerate tests/golden/presets.json on purpose"
+    assert composed(override) == golden[override]
+
+
+def test_the_golden_copy_covers_every_preset():
+    assert sorted(json.loads(GOLDEN.read_text())) == sorted(cases())
