@@ -59,7 +59,8 @@ class Result:
 
 
 def presets(group: str) -> list[str]:
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
+    """A group's presets; `_` names (conf/model/_vit.yaml) are shared bases, not presets."""
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def run(cmd: list[str], timeout: float, log: Path) -> tuple[str, str]:
