@@ -1,7 +1,8 @@
 """Validate a composed config before any data is loaded or model built.
 
 Each rule names its key; the first failure raises ConfigError with one line saying what is
-wrong and what would fix it. The README's table of checks is generated from RULES' docs.
+wrong and what would fix it. RULES runs them in order; each rule's docstring says what it checks
+(docs/guides/errors.md lists the messages).
 """
 
 from __future__ import annotations
