@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from .distill import TYPES, check_teacher
-from .distributed import batch_plan
+from .distributed import BatchPlan, batch_plan
 from .errors import ConfigError
 from .model_kind import model_class, model_kind
 from .models.pos_embed.base import AbsolutePositionalEmbedding
@@ -176,10 +176,10 @@ def check_distill(cfg: DictConfig) -> None:
         check_teacher(str(teacher), get(cfg, "module.distill.weights", None), cfg)
 
 
-def check_batch(cfg: DictConfig) -> None:
+def check_batch(cfg: DictConfig) -> BatchPlan:
     """data.batch_size (the global batch) divisible by the world size (trainer.devices x
     trainer.num_nodes) and, with data.max_device_batch, into equal micro-batches; lr scaling
-    rule known; accumulation derived, not set."""
+    rule known; accumulation derived, not set. Returns the plan, which validate hands on."""
     _number(cfg, "data.max_device_batch", lo=1, integer=True)
     _number(cfg, "module.base_batch_size", lo=1, integer=True)
     rule = get(cfg, "module.lr_scaling", "none")
@@ -188,7 +188,7 @@ def check_batch(cfg: DictConfig) -> None:
     if get(cfg, "trainer.accumulate_grad_batches", None) is not None:
         raise ConfigError("trainer.accumulate_grad_batches is derived from data.batch_size (global) "
                           "and data.max_device_batch: set those instead")
-    batch_plan(cfg)
+    return batch_plan(cfg)
 
 
 def check_trainer(cfg: DictConfig) -> None:
@@ -230,20 +230,21 @@ def check_device(cfg: DictConfig) -> None:
                           "or fewer")
 
 
-RULES: list[Callable[[DictConfig], None]] = [
+RULES: list[Callable[[DictConfig], object]] = [
     check_seed, check_data, check_streaming, check_model, check_baseline, check_pos_embed, check_module,
     check_trainer, check_batch, check_distill, check_device,
 ]
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError on the first invalid value (missing mandatory values included)."""
+def validate(cfg: DictConfig) -> BatchPlan:
+    """Raise ConfigError on the first invalid value (missing mandatory values included); else the
+    run's batch plan (check_batch's: computed once, then passed on to train.build and summary.json)."""
     try:
         missing = [k for k in sorted(OmegaConf.missing_keys(cfg)) if not k.startswith("hydra")]
         if missing:
             raise ConfigError(f"{missing[0]} must be set (e.g. `{missing[0]}=...` on the command line)")
-        for rule in RULES:
-            rule(cfg)
+        outcome = {rule: rule(cfg) for rule in RULES}
+        return outcome[check_batch]
     except (MissingMandatoryValue, InterpolationToMissingValueError) as e:  # e.g. via interpolation
         key = re.search(r"Missing mandatory value: (\S+)", str(e))
         key = key.group(1) if key else e.full_key
