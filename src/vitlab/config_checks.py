@@ -83,11 +83,9 @@ def check_baseline(cfg: DictConfig) -> None:
     name = model_kind(cfg.model)
     if name not in BASELINES:
         return
-    dims = get(cfg, "model.hidden_dims", None)
-    if dims is not None and (not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
-                                             for d in dims)):
-        raise ConfigError(f"model.hidden_dims={list(dims)}: give one positive integer width per "
-                          "hidden layer, e.g. [384, 384]")
+    dims, rules = get(cfg, "model.hidden_dims", None), model_class(cfg.model)
+    if dims is not None and hasattr(rules, "check"):  # MLP.check
+        _model_rule(rules.check, list(dims), prefix="model.")
     for key in ("drop_rate", "drop_path_rate"):
         _number(cfg, f"model.{key}", lo=0, hi=1, hi_open=True)
     if get(cfg, "model.pretrained", None):
