@@ -59,8 +59,7 @@ class Result:
 
 
 def presets(group: str) -> list[str]:
-    """A group's presets; `_` names (conf/model/_vit.yaml) are shared bases, not presets."""
-    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml") if not p.stem.startswith("_"))
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
 
 
 def run(cmd: list[str], timeout: float, log: Path) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Model presets are deltas over shared bases (conf/model/_vit.yaml): the configs they compose must
+"""Model presets are deltas over a shared base (conf/model/base/vit.yaml): the configs they compose must
 stay exactly those the copies composed. The golden file was captured from the copies; regenerate it
 only on purpose: `PYTHONPATH=src:tests python -c "import test_presets as t; t.write_golden()"`."""
 
@@ -15,8 +15,7 @@ GOLDEN = CONF.parent / "tests" / "golden" / "presets.json"
 
 
 def presets(group: str) -> list[str]:
-    """A group's presets; a file named _*.yaml is a shared base, not one to pick."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
 def cases() -> list[str]:

@@ -102,7 +102,7 @@ def one_line(error: Exception, overrides: list[str], base: DictConfig | None) ->
     """Hydra's composition error as one line naming the override and the fix."""
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
         group, _, name = error.missing_cfg_file.rpartition("/")
-        options = ", ".join(o for o in error.options or [] if not o.startswith("_"))  # _vit: a base
+        options = ", ".join(error.options or [])
         if group and options:
             return ConfigError(f"{group}={name} is not one of the {group} presets: {options} "
                                f"(conf/{group}/)")
