@@ -17,7 +17,7 @@ from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryV
 from .distill import TYPES, check_teacher
 from .distributed import BatchPlan, batch_plan
 from .errors import ConfigError
-from .model_kind import model_class, model_kind
+from .model_kind import model_kind, target_class
 from .models.pos_embed.base import AbsolutePositionalEmbedding
 from .models.vit import VisionTransformer
 from .optim import LR_SCALING
@@ -83,7 +83,7 @@ def check_baseline(cfg: DictConfig) -> None:
     name = model_kind(cfg.model)
     if name not in BASELINES:
         return
-    dims, rules = get(cfg, "model.hidden_dims", None), model_class(cfg.model)
+    dims, rules = get(cfg, "model.hidden_dims", None), target_class(cfg.model)
     if dims is not None and hasattr(rules, "check"):  # MLP.check
         _model_rule(rules.check, list(dims), prefix="model.")
     for key in ("drop_rate", "drop_path_rate"):
@@ -103,13 +103,10 @@ def check_pos_embed(cfg: DictConfig) -> None:
     where = get(cfg, "model.pos_embed.where", None)
     if where is None:
         return
-    variant = model_class(get(cfg, "model.pos_embed", None))
+    variant = target_class(get(cfg, "model.pos_embed", None))
     if not hasattr(variant, "check"):  # an unknown target fails on its own when instantiated
         variant = AbsolutePositionalEmbedding  # only the value of `where` is checked
     _model_rule(variant.check, where, prefix="model.pos_embed.")
-
-
-MAE_MODULE = "vitlab.mae_module.MaskedAutoencoderModule"  # learns from images alone
 
 
 def check_data(cfg: DictConfig) -> None:
@@ -117,7 +114,7 @@ def check_data(cfg: DictConfig) -> None:
     samples_per_class), image size and batch size positive, fractions in range,
     samples_per_class positive."""
     classes = get(cfg, "data.num_classes", None)
-    if classes == 0 and get(cfg, "module._target_", None) != MAE_MODULE:
+    if classes == 0 and getattr(target_class(get(cfg, "module", None)), "needs_labels", True):
         raise ConfigError("data.num_classes=0: these images have no labels (data=unlabelled), so only "
                           "MAE pre-training can use them (experiment=mae_pretrain or module=mae)")
     if classes != 0:
