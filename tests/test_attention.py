@@ -87,3 +87,27 @@ def test_maps_are_the_ones_the_forward_pass_uses(pos_embed):
             x = x + block.attn.proj((attention @ v).transpose(1, 2).flatten(2))
             x = x + block.mlp(block.norm2(x))
         torch.testing.assert_close(model.norm(x), model.forward_features(images))
+
+
+def test_the_attention_figure_takes_images_of_every_class_of_a_class_ordered_split():
+    """An image folder's validation split is in class order; its first batch would be one class.
+    The figure and the distances are of images evenly spaced over the split."""
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader, Dataset
+
+    from vitlab.callbacks.attention import AttentionMaps
+
+    class Ordered(Dataset):  # 8 classes x 50 images, class by class
+        def __len__(self):
+            return 400
+
+        def __getitem__(self, i):
+            return torch.full((1, 4, 4), float(i)), i // 50
+
+    loader = DataLoader(Ordered(), batch_size=64)
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(val_dataloader=lambda: loader))
+    images, labels = AttentionMaps(max_images=16)._images(trainer)
+    assert len(images) == len(labels) == 16
+    assert sorted(set(labels.tolist())) == list(range(8))  # the first batch: class 0 and 1 only
+    assert images[0, 0, 0, 0] == 0 and images[-1, 0, 0, 0] == 399  # first and last included

@@ -69,3 +69,42 @@ def test_missing_key_is_named(compose_cfg):
         cfg.model.embed_dim = "???"
     with pytest.raises(ConfigError, match=r"^model.embed_dim must be set"):
         validate(cfg)
+
+
+OWN_RULES = [  # (overrides, the model's arguments breaking the same rule)
+    (["model.num_heads=3"], dict(embed_dim=128, num_heads=3)),
+    (["model.pool=max"], dict(pool="max")),
+    (["model.distill_token=true", "model.pool=mean"], dict(pool="mean", distill_token=True)),
+    (["model.pos_embed.where=everywhere"], dict(where="everywhere")),
+    (["model/pos_embed=rope_2d", "model.pos_embed.where=every_layer"], dict(where="every_layer")),
+]
+
+
+@pytest.mark.parametrize("overrides, arguments", OWN_RULES, ids=[" ".join(o) for o, _ in OWN_RULES])
+def test_the_checks_and_the_model_state_a_rule_in_the_same_words(compose_cfg, overrides, arguments):
+    """The rule lives beside the model class; the config check calls it before anything is built,
+    naming the config keys, and the constructor raises the same words naming its arguments."""
+    from hydra.utils import instantiate
+
+    from vitlab.build_model import build_model
+
+    cfg = compose_cfg(overrides)
+    with pytest.raises(ConfigError) as checked:
+        validate(cfg)
+    with open_dict(cfg):
+        cfg.model.depth = 1
+    with pytest.raises(Exception) as built:  # noqa: PT011 - hydra wraps the ValueError
+        build_model(cfg.model) if "where" not in arguments else instantiate(cfg.model.pos_embed)(
+            embed_dim=128, grid=(4, 4), num_prefix=1, depth=1, num_heads=4)
+    raised = built.value.__cause__ or built.value
+    assert isinstance(raised, ValueError)
+    assert str(raised) == str(checked.value).replace("model.pos_embed.", "").replace("model.", "")
+
+
+def test_what_kind_of_model_is_asked_of_its_class(compose_cfg):
+    from vitlab.model_kind import model_kind
+
+    assert model_kind(compose_cfg(["model=vit_hybrid"]).model) == "vit"
+    assert model_kind(compose_cfg(["model=mlp"]).model) == "mlp"
+    assert model_kind(compose_cfg(["model=cnn"]).model) == "cnn"
+    assert model_kind({"_target_": "vitlab.models.no_such.Model"}) is None

@@ -53,5 +53,5 @@ def test_the_grid_is_drawn_every_n_epochs_and_at_the_last(tmp_path):
     images, noise = grid._fixed
     assert images.shape == (3, 1, 32, 32) and noise.shape == (3, module.model.num_patches)
     val = data.splits["val"]
-    assert torch.equal(images, torch.stack([val[i][0] for i in (0, (len(val) - 1) // 2, len(val) - 1)]))
+    assert torch.equal(images, torch.stack([val[i][0] for i in (0, round((len(val) - 1) / 2), len(val) - 1)]))
     grid.on_validation_epoch_end(trainer, module.model)  # not an MAE module: nothing drawn

@@ -97,7 +97,7 @@ def test_every_positional_parameter_is_exempt_from_weight_decay(pos_embed):
 
 @pytest.mark.parametrize("kw, message", [
     (dict(patch_size=5), "patch size 5 does not divide"),
-    (dict(embed_dim=30, num_heads=4), "num_heads 4 does not divide embed_dim 30"),
+    (dict(embed_dim=30, num_heads=4), "num_heads=4 does not divide embed_dim=30; use one of"),
     (dict(pool="max"), "pool='max'"),
 ])
 def test_bad_model_arguments_are_rejected(kw, message):

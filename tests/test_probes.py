@@ -139,7 +139,8 @@ def test_cka_matrix_covers_every_models_layers_symmetric_with_unit_diagonal(make
 def test_run_probes_returns_every_asked_probe_and_records_what_the_model_cannot_run():
     from omegaconf import OmegaConf
 
-    from vitlab.analysis.probes.run import check_sizes, first_images, run_probes
+    from vitlab.analysis.probes.run import check_sizes, run_probes
+    from vitlab.data.eval_images import first_images
     from vitlab.errors import ConfigError
 
     batches = first_images(blobs(), 8, batch_size=3)

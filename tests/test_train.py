@@ -112,3 +112,21 @@ def test_schedule_follows_the_steps_the_trainer_takes(max_steps, max_epochs, tot
                               accumulate_grad_batches=2, max_epochs=max_epochs, max_steps=max_steps)
     assert schedule_steps(trainer, warmup_epochs=2) == (total, warmup)
     assert schedule_steps(trainer, warmup_epochs=2, warmup_steps=7) == (total, 7)
+
+
+def test_the_batch_plan_is_computed_once_per_run_and_passed_on(compose_cfg, tmp_path, monkeypatch):
+    """validate computes it (its rule refuses a batch that does not split); build and
+    summary.json take that plan, not a second and third reading of the config."""
+    import vitlab.config_checks
+    import vitlab.train
+    from vitlab.distributed import batch_plan
+
+    calls = []
+    counted = lambda cfg: calls.append(1) or batch_plan(cfg)  # noqa: E731
+    monkeypatch.setattr(vitlab.config_checks, "batch_plan", counted)
+    monkeypatch.setattr(vitlab.train, "batch_plan", counted)
+    cfg = compose_cfg([*QUICK, "trainer.max_epochs=1", "probes.enabled=false", "data.batch_size=32",
+                       "data.max_device_batch=16"])
+    summary = train(cfg)
+    assert len(calls) == 1
+    assert summary["batch"] == {"global_batch": 32, "world_size": 1, "accumulate": 2, "device_batch": 16}

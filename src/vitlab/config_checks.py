@@ -1,7 +1,8 @@
 """Validate a composed config before any data is loaded or model built.
 
 Each rule names its key; the first failure raises ConfigError with one line saying what is
-wrong and what would fix it. The README's table of checks is generated from RULES' docs.
+wrong and what would fix it. RULES runs them in order; each rule's docstring says what it checks
+(docs/guides/errors.md lists the messages).
 """
 
 from __future__ import annotations
@@ -10,19 +11,18 @@ import re
 from collections.abc import Callable
 
 import torch
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from .distill import TYPES, check_teacher
-from .distributed import batch_plan
+from .distributed import BatchPlan, batch_plan
 from .errors import ConfigError
-from .models.pos_embed.base import WHERE
-from .models.vit import POOLS
+from .model_kind import model_kind, target_class
+from .models.pos_embed.base import AbsolutePositionalEmbedding
+from .models.vit import VisionTransformer
 from .optim import LR_SCALING
 
-# the lecture's baselines (not ViTs): config target -> preset name
-BASELINES = {"vitlab.models.mlp.MLP": "mlp", "vitlab.models.cnn.cnn": "cnn"}
+BASELINES = ("mlp", "cnn")  # the lecture's baselines (not ViTs): their classes' `kind`, their presets' names
 
 _MISSING = object()
 
@@ -48,47 +48,46 @@ def _number(cfg, key, lo=None, hi=None, lo_open=False, hi_open=False, integer=Fa
         raise ConfigError(f"{key}={value} is outside {rng}")
 
 
+def _model_rule(check: Callable, *args, **kwargs) -> None:
+    """A model class's own argument rule (its ValueError names the key) as the one-line error."""
+    try:
+        check(*args, **kwargs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def check_model(cfg: DictConfig) -> None:
-    """model: sizes positive integers, heads divide the width, patch divides the image
-    (pure embedding), drop rates in [0, 1), pool and positional `where` known. (The MLP and
-    CNN baselines have no such keys: check_baseline.)"""
+    """model: sizes positive integers, heads divide the width, pool known (VisionTransformer.check),
+    patch divides the image (pure embedding), drop rates in [0, 1). (The MLP and CNN baselines
+    have no such keys: check_baseline.)"""
     m = cfg.model
-    if get(cfg, "model._target_", None) in BASELINES:
+    if model_kind(m) in BASELINES:
         return
     for key in ("embed_dim", "depth", "num_heads", "patch_size"):
         _number(cfg, f"model.{key}", lo=1, integer=True)
     _number(cfg, "model.mlp_ratio", lo=0, lo_open=True)
     for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
         _number(cfg, f"model.{key}", lo=0, hi=1, hi_open=True)
-    if m.embed_dim % m.num_heads:
-        divisors = [h for h in range(1, 33) if m.embed_dim % h == 0]
-        raise ConfigError(f"model.num_heads={m.num_heads} does not divide model.embed_dim="
-                          f"{m.embed_dim}; use one of {divisors}")
-    if get(cfg, "model.pool", "cls") not in POOLS:
-        raise ConfigError(f"model.pool={m.pool!r} is not one of {', '.join(POOLS)}")
+    _model_rule(VisionTransformer.check, m.embed_dim, m.num_heads, get(cfg, "model.pool", "cls"),
+                prefix="model.")
     img = get(cfg, "data.img_size", None)
     if get(cfg, "model.embed", None) is None and isinstance(img, int) and img % m.patch_size:
         divisors = [p for p in range(2, img // 2 + 1) if img % p == 0]
         raise ConfigError(f"model.patch_size={m.patch_size} does not divide data.img_size={img}; "
                           f"use one of {divisors}")
-    where = get(cfg, "model.pos_embed.where", None)
-    if where is not None and where not in WHERE:
-        raise ConfigError(f"model.pos_embed.where={where!r} is not one of {', '.join(WHERE)}")
 
 
 def check_baseline(cfg: DictConfig) -> None:
     """model=mlp, model=cnn: hidden widths positive integers, drop rates in [0, 1); ViT-only
     options (model.pretrained, module.stem_lr_scale) refused."""
-    if get(cfg, "model._target_", None) not in BASELINES:
+    name = model_kind(cfg.model)
+    if name not in BASELINES:
         return
-    dims = get(cfg, "model.hidden_dims", None)
-    if dims is not None and (not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
-                                             for d in dims)):
-        raise ConfigError(f"model.hidden_dims={list(dims)}: give one positive integer width per "
-                          "hidden layer, e.g. [384, 384]")
+    dims, rules = get(cfg, "model.hidden_dims", None), target_class(cfg.model)
+    if dims is not None and hasattr(rules, "check"):  # MLP.check
+        _model_rule(rules.check, list(dims), prefix="model.")
     for key in ("drop_rate", "drop_path_rate"):
         _number(cfg, f"model.{key}", lo=0, hi=1, hi_open=True)
-    name = BASELINES[cfg.model._target_]
     if get(cfg, "model.pretrained", None):
         start = "timm weights with model.weights=<file>" if name == "cnn" else "no weights"
         raise ConfigError(f"model.pretrained starts a ViT from a checkpoint; model={name} takes {start}")
@@ -98,23 +97,16 @@ def check_baseline(cfg: DictConfig) -> None:
 
 
 def check_pos_embed(cfg: DictConfig) -> None:
-    """model.pos_embed: `where` other than stem only for the absolute variants (learned_1d,
-    learned_2d, sincos_2d); the others act inside attention or not at all."""
+    """model.pos_embed: `where` known, and other than stem only for the absolute variants
+    (learned_1d, learned_2d, sincos_2d; the others act inside attention or not at all): the
+    variant's own rule (PositionalEmbedding.check)."""
     where = get(cfg, "model.pos_embed.where", None)
-    target = get(cfg, "model.pos_embed._target_", None)
-    if where in (None, "stem") or target is None:
+    if where is None:
         return
-    try:
-        variant = get_class(target)
-    except (ImportError, ValueError):  # an unknown target fails on its own when instantiated
-        return
-    if not getattr(variant, "absolute", True):
-        raise ConfigError(f"model.pos_embed.where={where!r} needs an absolute variant "
-                          f"(learned_1d, learned_2d, sincos_2d); {variant.__name__} adds no "
-                          "table to the tokens: use model.pos_embed.where=stem")
-
-
-MAE_MODULE = "vitlab.mae_module.MaskedAutoencoderModule"  # learns from images alone
+    variant = target_class(get(cfg, "model.pos_embed", None))
+    if not hasattr(variant, "check"):  # an unknown target fails on its own when instantiated
+        variant = AbsolutePositionalEmbedding  # only the value of `where` is checked
+    _model_rule(variant.check, where, prefix="model.pos_embed.")
 
 
 def check_data(cfg: DictConfig) -> None:
@@ -122,7 +114,7 @@ def check_data(cfg: DictConfig) -> None:
     samples_per_class), image size and batch size positive, fractions in range,
     samples_per_class positive."""
     classes = get(cfg, "data.num_classes", None)
-    if classes == 0 and get(cfg, "module._target_", None) != MAE_MODULE:
+    if classes == 0 and getattr(target_class(get(cfg, "module", None)), "needs_labels", True):
         raise ConfigError("data.num_classes=0: these images have no labels (data=unlabelled), so only "
                           "MAE pre-training can use them (experiment=mae_pretrain or module=mae)")
     if classes != 0:
@@ -164,9 +156,9 @@ def check_distill(cfg: DictConfig) -> None:
     """module.distill: type hard, soft, none (or null), alpha in [0, 1], tau > 0, a teacher for
     hard/soft that exists and, for a vitlab run, was trained on the student's kind of images;
     model.distill_token only with pool=cls."""
-    if get(cfg, "model.distill_token", False) and get(cfg, "model.pool", "cls") != "cls":
-        raise ConfigError(f"model.distill_token=true needs model.pool=cls (the distillation token "
-                          f"sits beside the class token), not {get(cfg, 'model.pool')}")
+    if get(cfg, "model.distill_token", False):
+        _model_rule(VisionTransformer.check, pool=get(cfg, "model.pool", "cls"), distill_token=True,
+                    prefix="model.")
     _number(cfg, "module.distill.alpha", lo=0, hi=1)
     _number(cfg, "module.distill.tau", lo=0, lo_open=True)
     kind, teacher = get(cfg, "module.distill.type", None), get(cfg, "module.distill.teacher", None)
@@ -179,10 +171,10 @@ def check_distill(cfg: DictConfig) -> None:
         check_teacher(str(teacher), get(cfg, "module.distill.weights", None), cfg)
 
 
-def check_batch(cfg: DictConfig) -> None:
+def check_batch(cfg: DictConfig) -> BatchPlan:
     """data.batch_size (the global batch) divisible by the world size (trainer.devices x
     trainer.num_nodes) and, with data.max_device_batch, into equal micro-batches; lr scaling
-    rule known; accumulation derived, not set."""
+    rule known; accumulation derived, not set. Returns the plan, which validate hands on."""
     _number(cfg, "data.max_device_batch", lo=1, integer=True)
     _number(cfg, "module.base_batch_size", lo=1, integer=True)
     rule = get(cfg, "module.lr_scaling", "none")
@@ -191,7 +183,7 @@ def check_batch(cfg: DictConfig) -> None:
     if get(cfg, "trainer.accumulate_grad_batches", None) is not None:
         raise ConfigError("trainer.accumulate_grad_batches is derived from data.batch_size (global) "
                           "and data.max_device_batch: set those instead")
-    batch_plan(cfg)
+    return batch_plan(cfg)
 
 
 def check_trainer(cfg: DictConfig) -> None:
@@ -233,20 +225,21 @@ def check_device(cfg: DictConfig) -> None:
                           "or fewer")
 
 
-RULES: list[Callable[[DictConfig], None]] = [
+RULES: list[Callable[[DictConfig], object]] = [
     check_seed, check_data, check_streaming, check_model, check_baseline, check_pos_embed, check_module,
     check_trainer, check_batch, check_distill, check_device,
 ]
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError on the first invalid value (missing mandatory values included)."""
+def validate(cfg: DictConfig) -> BatchPlan:
+    """Raise ConfigError on the first invalid value (missing mandatory values included); else the
+    run's batch plan (check_batch's: computed once, then passed on to train.build and summary.json)."""
     try:
         missing = [k for k in sorted(OmegaConf.missing_keys(cfg)) if not k.startswith("hydra")]
         if missing:
             raise ConfigError(f"{missing[0]} must be set (e.g. `{missing[0]}=...` on the command line)")
-        for rule in RULES:
-            rule(cfg)
+        outcome = {rule: rule(cfg) for rule in RULES}
+        return outcome[check_batch]
     except (MissingMandatoryValue, InterpolationToMissingValueError) as e:  # e.g. via interpolation
         key = re.search(r"Missing mandatory value: (\S+)", str(e))
         key = key.group(1) if key else e.full_key

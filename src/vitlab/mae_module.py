@@ -43,6 +43,8 @@ def eval_noise(images: torch.Tensor, num_patches: int) -> torch.Tensor:
 
 
 class MaskedAutoencoderModule(L.LightningModule):
+    needs_labels = False  # learns from images alone: data.num_classes=0 is allowed (config_checks)
+
     def __init__(
         self,
         model: nn.Module,

@@ -39,6 +39,8 @@ def epoch_mean() -> MeanMetric:
 
 
 class ImageClassifier(L.LightningModule):
+    classifies = True  # its runs end in class logits: predict, export and eval read them (trained.py)
+
     def __init__(
         self,
         model: nn.Module,

@@ -25,7 +25,7 @@ from .callbacks.guards import DivergenceError, InterruptCheckpoint
 from .callbacks.requeue import Requeued
 from .callbacks.throughput import Throughput
 from .config_checks import validate
-from .distributed import batch_plan, job_scope, refuse_on_every_rank, slurm_requeued
+from .distributed import BatchPlan, batch_plan, job_scope, refuse_on_every_rank, slurm_requeued
 from .errors import ConfigError
 from .fp8 import float8_training
 from .loggers import finish_loggers, log_run_config
@@ -44,10 +44,11 @@ def instantiate_dict(cfg: DictConfig | None) -> list:
     return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
 
 
-def build(cfg: DictConfig):
+def build(cfg: DictConfig, plan: BatchPlan | None = None):
     """Data module, LightningModule and Trainer of a composed config. `data.batch_size` is the
-    global batch: each process loads its share, accumulated when data.max_device_batch says so."""
-    plan = batch_plan(cfg)
+    global batch: each process loads its share, accumulated when data.max_device_batch says so
+    (`plan`: validate's, else computed here)."""
+    plan = plan or batch_plan(cfg)
     # a compiled model wants one batch shape: no recompilation, and CUDA graphs can replay
     fixed = {"drop_last": True} if cfg.get("compile") and cfg.data.get("drop_last") is None else {}
     model = build_model(cfg.model)  # first: a checkpoint that does not fit stops the run early
@@ -140,13 +141,13 @@ def probe_best(cfg: DictConfig, module: L.LightningModule, datamodule, trainer: 
 
 def _train(cfg: DictConfig) -> dict:
     start = time.time()
-    validate(cfg)
+    plan = validate(cfg)
     with_probes = probes_wanted(cfg)
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
     resumed_from = ckpt_path or slurm_requeued(run_dir)  # Lightning picks a requeued job's hpc_ckpt
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule, module, trainer = build(cfg)
+    datamodule, module, trainer = build(cfg, plan)
     rank0 = trainer.is_global_zero  # known once the Trainer exists (SLURM, torchrun, submitit)
     if trainer.world_size > 1:  # the model is built alike on every rank; from here each its own
         # streams (dropout, drop-path, augmentation), as timm seeds them; Lightning's DDP setup
@@ -170,7 +171,7 @@ def _train(cfg: DictConfig) -> dict:
         "parameters": count_parameters(module.model),
         "train_images": len(datamodule.splits["train"]),
         "resumed_from": resumed_from,
-        "batch": batch_plan(cfg).as_dict(),
+        "batch": plan.as_dict(),
     }
     if rank0:
         write_summary(run_dir, summary)

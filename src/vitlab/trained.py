@@ -14,10 +14,9 @@ from torchvision.transforms import v2
 
 from .data.transforms import build_transform
 from .errors import ConfigError
+from .model_kind import target_class
 from .run_folder import checkpoint_of, load_model, run_dir_of
 from .summary import SUMMARY, read_summary
-
-CLASSIFIER = "vitlab.module.ImageClassifier"  # the module whose runs end in class logits
 
 
 @dataclass
@@ -79,7 +78,7 @@ def check_classifier(cfg: DictConfig, path) -> None:
     """Only a supervised run has class logits to use; a pre-training run (MAE) or another module
     is refused with the way forward."""
     target = str(cfg.get("module", {}).get("_target_", ""))
-    if target != CLASSIFIER:
+    if not getattr(target_class(cfg.get("module")), "classifies", False):
         raise ConfigError(f"{path}: a run of {target or 'no module'} has no trained classifier "
                           f"(a pre-training run?); fine-tune it first (model.pretrained=<this run>) "
                           f"and use that run")

@@ -1,7 +1,8 @@
 """At the end of training: attention rollout of a few validation images and the mean attention
-distance per head and depth (ViT paper, Fig. 7 right), saved as PNG in the run folder and
-logged to the loggers that take images. The mean distance per layer (over heads) is kept in
-`summary_values`, which the run copies into summary.json, so a study's report can draw it."""
+distance per head and depth (ViT paper, Fig. 7 right) over up to 64, evenly spaced over the split
+(data/eval_images.py), saved as PNG in the run folder and logged to the loggers that take images.
+The mean distance per layer (over heads) is kept in `summary_values`, which the run copies into
+summary.json, so a study's report can draw it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..analysis.attention import (
     plot_rollout,
     rollout_map,
 )
+from ..data.eval_images import spaced_images
 from .figures import save_and_log
 
 
@@ -26,11 +28,15 @@ class AttentionMaps(L.Callback):
         self.summary_values: dict = {}  # copied into summary.json: attention_distance, pixels per block
 
     def _images(self, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Up to max_images validation images evenly spaced over the split (of every class)."""
         dm = trainer.datamodule
         loader = dm.val_dataloader() if dm is not None else trainer.val_dataloaders
         if isinstance(loader, (list, tuple)):
             loader = loader[0] if loader else None
-        return next(iter(loader), None) if loader is not None else None
+        batches = spaced_images(loader, self.max_images) if loader is not None else []
+        if not batches:
+            return None
+        return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = getattr(pl_module, "model", pl_module)

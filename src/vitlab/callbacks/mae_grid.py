@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from ..analysis.reconstruction import plot_reconstructions, reconstruction_panels
+from ..data.eval_images import spaced
 from ..mae_module import MaskedAutoencoderModule
 from .figures import save_and_log
 
@@ -31,8 +32,7 @@ class MaeReconstructionGrid(L.Callback):
         dm = trainer.datamodule
         split = getattr(dm, "splits", {}).get("val")
         if split is not None and len(split):
-            spaced = torch.linspace(0, len(split) - 1, min(self.num_images, len(split))).long().unique()
-            return torch.stack([split[int(i)][0] for i in spaced])
+            return torch.stack([split[i][0] for i in spaced(len(split), self.num_images)])
         return next(iter(dm.val_dataloader()))[0][: self.num_images]
 
     def _images_and_noise(self, trainer: L.Trainer, module: MaskedAutoencoderModule):

@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..errors import ConfigError
+from ..model_kind import model_kind
 from ..models.timm_convert import RENAMES
 from ..trained import Trained
 
@@ -40,7 +41,7 @@ def _plain(node) -> dict:
 
 def is_cnn(cfg) -> bool:
     """model=cnn: already timm's own model, names and all."""
-    return str(cfg.model.get("_target_", "")).endswith("models.cnn.cnn")
+    return model_kind(cfg.model) == "cnn"
 
 
 def unsupported(cfg) -> str | None:
@@ -51,7 +52,7 @@ def unsupported(cfg) -> str | None:
         if "_target_" in json.dumps(kwargs):
             return "model.backbone_kwargs builds objects: timm's config.json holds plain values only"
         return None
-    if not str(m.get("_target_", "")).endswith("VisionTransformer"):
+    if model_kind(m) != "vit":
         return f"{m.get('_target_')}: timm has no such classifier (export --to onnx works)"
     pos = m.get("pos_embed") or {}
     target = str(pos.get("_target_", ""))

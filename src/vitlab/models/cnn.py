@@ -45,6 +45,9 @@ def cnn(backbone: str = "resnet18", img_size: int | tuple[int, int] = 224, in_ch
     return model
 
 
+cnn.kind = "cnn"  # a baseline, not a ViT, and already timm's own model (vitlab/model_kind.py)
+
+
 @torch.no_grad()
 def _check_image_size(model: nn.Module, backbone: str, in_chans: int, img_size) -> None:
     """One forward pass of a blank image: a CNN's padding rules, not its strides, say how small

@@ -18,12 +18,22 @@ from .embed import to_2tuple
 
 
 class MLP(nn.Module):
+    kind = "mlp"  # a baseline, not a ViT (vitlab/model_kind.py)
+
+    @staticmethod
+    def check(hidden_dims: Sequence[int], prefix: str = "") -> None:
+        """At least one hidden layer, each a positive integer width, as ValueError naming
+        `prefix + hidden_dims`: config_checks calls this with prefix "model."."""
+        if not hidden_dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1
+                                  for d in hidden_dims):
+            raise ValueError(f"{prefix}hidden_dims={list(hidden_dims)}: give one positive integer width per "
+                             "hidden layer, e.g. [384, 384]")
+
     def __init__(self, img_size: int | tuple[int, int] = 32, in_chans: int = 3, num_classes: int = 10,
                  hidden_dims: Sequence[int] = (384, 384), drop_rate: float = 0.0):
         """hidden_dims: the width of each hidden layer, first to last (at least one)."""
         super().__init__()
-        if not hidden_dims or any(int(d) < 1 for d in hidden_dims):
-            raise ValueError(f"hidden_dims={list(hidden_dims)}: give one positive width per hidden layer")
+        self.check(hidden_dims)
         H, W = to_2tuple(img_size)
         self.in_chans, self.img_size, self.num_classes = in_chans, (H, W), num_classes
         widths = [in_chans * H * W, *map(int, hidden_dims)]

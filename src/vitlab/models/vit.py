@@ -23,6 +23,24 @@ POOLS = ("cls", "mean", "seqpool")
 
 
 class VisionTransformer(nn.Module):
+    kind = "vit"  # what the checks and the exporters ask of a config's model (vitlab/model_kind.py)
+
+    @staticmethod
+    def check(embed_dim: int | None = None, num_heads: int | None = None, pool: str = "cls",
+              distill_token: bool = False, prefix: str = "") -> None:
+        """The rules between arguments (the heads' only when both are given), as ValueError
+        naming each `prefix + argument`: config_checks calls this with prefix "model." before
+        anything is built."""
+        if embed_dim is not None and num_heads is not None and embed_dim % num_heads:
+            divisors = [h for h in range(1, 33) if embed_dim % h == 0]
+            raise ValueError(f"{prefix}num_heads={num_heads} does not divide {prefix}embed_dim={embed_dim}; "
+                             f"use one of {divisors}")
+        if pool not in POOLS:
+            raise ValueError(f"{prefix}pool={pool!r} is not one of {', '.join(POOLS)}")
+        if distill_token and pool != "cls":
+            raise ValueError(f"{prefix}distill_token=true needs {prefix}pool=cls (the distillation token "
+                             f"sits beside the class token), not {pool}")
+
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
@@ -57,18 +75,13 @@ class VisionTransformer(nn.Module):
         heads' logits while training with `set_distilled_training()`, else their mean.
         Defaults: linear patch projection and the learned 1-D table at the stem."""
         super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"num_heads {num_heads} does not divide embed_dim {embed_dim}")
-        if pool not in POOLS:
-            raise ValueError(f"pool={pool!r} is not one of {', '.join(POOLS)}")
+        self.check(embed_dim, num_heads, pool, distill_token)
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.pool = pool
         self.embed = (embed or PatchEmbed)(
             img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim
         )
-        if distill_token and pool != "cls":
-            raise ValueError(f"distill_token=True needs pool='cls' (it reads the class token), not {pool!r}")
         self.num_prefix = (2 if distill_token else 1) if pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if self.num_prefix else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if distill_token else None

@@ -11,32 +11,13 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, IterableDataset, Subset
 
+from ...data.eval_images import spaced_images
 from ...errors import ConfigError
 from .cka import cka_matrix
 from .occlusion import occlusion_accuracy
 from .shift import shift_accuracy, shift_consistency
 from .shuffle import shuffle_accuracy
-
-
-def first_images(loader: Iterable, images: int,
-                 batch_size: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The loader's first `images` (image, label) pairs as a list of batches of `batch_size`
-    (default: the loader's own), kept on the CPU."""
-    xs, ys, count = [], [], 0
-    for x, y, *_ in loader:
-        take = min(len(x), images - count)
-        xs.append(x[:take].cpu())
-        ys.append(y[:take].cpu())
-        count += take
-        if count >= images:
-            break
-    if not count:
-        raise ConfigError("probes: the split has no images to probe")
-    if batch_size is None:
-        return list(zip(xs, ys, strict=True))
-    return list(zip(torch.cat(xs).split(batch_size), torch.cat(ys).split(batch_size), strict=True))
 
 
 def check_sizes(probes, img_size: tuple[int, int]) -> None:
@@ -95,28 +76,14 @@ def run_probes(model: nn.Module, batches: list, probes) -> dict:
     return out
 
 
-def _spaced(n: int, images: int) -> list[int]:
-    return torch.linspace(0, n - 1, min(n, images)).round().long().unique().tolist()
-
-
 def probe_images(loader: Iterable, images: int,
                  batch_size: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`images` (image, label) pairs evenly spaced over the loader's split, as first_images
-    returns them. Spaced, not the first: an image folder's split is in class order, so its first
-    images would be of one or two classes. A DataLoader over a map-style dataset reads only those
-    images; another loader (the on-device one, whose splits are small by design) is read whole,
-    then spaced; a stream (an IterableDataset) gives its first images, in its own order."""
-    dataset = getattr(loader, "dataset", None)
-    if isinstance(loader, DataLoader):
-        if not isinstance(dataset, IterableDataset) and len(dataset) > images:
-            loader = DataLoader(Subset(dataset, _spaced(len(dataset), images)), batch_size=loader.batch_size,
-                                num_workers=loader.num_workers, collate_fn=loader.collate_fn)
-        return first_images(loader, images, batch_size)
-    every = first_images(loader, 2**62)
-    x, y = torch.cat([b[0] for b in every]), torch.cat([b[1] for b in every])
-    keep = torch.tensor(_spaced(len(y), images))
-    size = batch_size or len(every[0][1])
-    return list(zip(x[keep].split(size), y[keep].split(size), strict=True))
+    """`images` (image, label) pairs evenly spaced over the loader's split (spaced_images); a
+    split without images is refused."""
+    batches = spaced_images(loader, images, batch_size)
+    if not batches:
+        raise ConfigError("probes: the split has no images to probe")
+    return batches
 
 
 def probe_summary(model: nn.Module, loader: Iterable, probes, device: torch.device | str) -> dict:

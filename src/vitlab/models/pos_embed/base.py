@@ -63,12 +63,21 @@ def grid_coords(grid: tuple[int, int], device=None) -> tuple[torch.Tensor, torch
 class PositionalEmbedding(nn.Module):
     absolute = False  # True for variants that add a table to the tokens
 
+    @classmethod
+    def check(cls, where: str, prefix: str = "") -> None:
+        """`where` is known, and other than stem only for a variant with a table (`absolute`);
+        config_checks calls this with prefix "model.pos_embed." before anything is built."""
+        if where not in WHERE:
+            raise ValueError(f"{prefix}where={where!r} is not one of {', '.join(WHERE)}")
+        if where != "stem" and not cls.absolute:
+            raise ValueError(f"{prefix}where={where!r} needs an absolute variant (learned_1d, "
+                             f"learned_2d, sincos_2d); {cls.__name__} adds no table to the tokens: "
+                             f"use {prefix}where=stem")
+
     def __init__(self, embed_dim: int, grid: tuple[int, int], num_prefix: int, depth: int,
                  num_heads: int, where: str = "stem"):
         super().__init__()
-        if where != "stem" and not self.absolute:
-            raise ValueError(f"where={where!r}: {type(self).__name__} adds no table to the "
-                             "tokens, so only where='stem' applies")
+        self.check(where)
         self.embed_dim = embed_dim
         self.grid = tuple(grid)
         self.num_prefix = num_prefix
@@ -102,9 +111,7 @@ class AbsolutePositionalEmbedding(PositionalEmbedding):
     absolute = True
 
     def __init__(self, *args, where: str = "stem", **kwargs):
-        super().__init__(*args, **kwargs)
-        if where not in WHERE:
-            raise ValueError(f"where={where!r} is not one of {', '.join(WHERE)}")
+        super().__init__(*args, where=where, **kwargs)
         self.where = where
         self.num_tables = self.depth if where == "every_layer" else 1
 
