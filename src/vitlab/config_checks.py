@@ -17,12 +17,14 @@ from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryV
 from .distill import TYPES, check_teacher
 from .distributed import batch_plan
 from .errors import ConfigError
+from .models import rnn
 from .models.pos_embed.base import WHERE
 from .models.vit import POOLS
 from .optim import LR_SCALING
 
 # the lecture's baselines (not ViTs): config target -> preset name
-BASELINES = {"vitlab.models.mlp.MLP": "mlp", "vitlab.models.cnn.cnn": "cnn"}
+BASELINES = {"vitlab.models.mlp.MLP": "mlp", "vitlab.models.cnn.cnn": "cnn",
+             "vitlab.models.rnn.RNN": "rnn"}
 
 _MISSING = object()
 
@@ -77,8 +79,9 @@ def check_model(cfg: DictConfig) -> None:
 
 
 def check_baseline(cfg: DictConfig) -> None:
-    """model=mlp, model=cnn: hidden widths positive integers, drop rates in [0, 1); ViT-only
-    options (model.pretrained, module.stem_lr_scale) refused."""
+    """model=mlp, model=cnn, model=rnn: hidden widths positive integers, drop rates in [0, 1);
+    the RNN's cell, pooling and sizes (check_rnn); ViT-only options
+    (model.pretrained, module.stem_lr_scale) refused."""
     if get(cfg, "model._target_", None) not in BASELINES:
         return
     dims = get(cfg, "model.hidden_dims", None)
@@ -89,12 +92,25 @@ def check_baseline(cfg: DictConfig) -> None:
     for key in ("drop_rate", "drop_path_rate"):
         _number(cfg, f"model.{key}", lo=0, hi=1, hi_open=True)
     name = BASELINES[cfg.model._target_]
+    if name == "rnn":
+        check_rnn(cfg)
     if get(cfg, "model.pretrained", None):
         start = "timm weights with model.weights=<file>" if name == "cnn" else "no weights"
         raise ConfigError(f"model.pretrained starts a ViT from a checkpoint; model={name} takes {start}")
     if get(cfg, "module.stem_lr_scale", None) is not None:
         raise ConfigError(f"module.stem_lr_scale scales a hybrid's CNN stem; model={name} has none: "
                           "set module.stem_lr_scale=null")
+
+
+def check_rnn(cfg: DictConfig) -> None:
+    """model=rnn: a known cell and pooling, positive sizes (the patch embedding itself refuses a
+    patch that does not divide the image)."""
+    for key, known in (("cell", rnn.CELLS), ("pool", rnn.POOLS)):
+        value = get(cfg, f"model.{key}", None)
+        if value not in known:
+            raise ConfigError(f"model.{key}={value!r} is not one of {', '.join(known)}")
+    for key in ("hidden", "num_layers", "embed_dim", "patch_size"):
+        _number(cfg, f"model.{key}", lo=1, integer=True)
 
 
 def check_pos_embed(cfg: DictConfig) -> None:
