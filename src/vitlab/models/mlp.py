@@ -18,6 +18,8 @@ from .embed import to_2tuple
 
 
 class MLP(nn.Module):
+    fixed_input_size = True  # a weight per input pixel: no other image size (the resolution probe)
+
     def __init__(self, img_size: int | tuple[int, int] = 32, in_chans: int = 3, num_classes: int = 10,
                  hidden_dims: Sequence[int] = (384, 384), drop_rate: float = 0.0):
         """hidden_dims: the width of each hidden layer, first to last (at least one)."""
