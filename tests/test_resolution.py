@@ -103,6 +103,8 @@ def test_the_probe_resizes_and_is_off_by_default():
     model = vit("none", 32, "model.pool=mean")
     acc = resolution_accuracy(model, batches(), [24])
     assert set(acc) == {24, 32}
+    with pytest.raises(ValueError, match=r"sizes \[36\] are not whole numbers of the model's 8 px patches"):
+        resolution_accuracy(model, batches(), [24, 36])
 
 
 def test_the_posemb_report_draws_accuracy_against_resolution_per_variant(tmp_path):

@@ -9,7 +9,7 @@ grid), sin-cos and RoPE are recomputed for the new grid, relative tables are res
 new offset range, and `none` has nothing to adapt. The model takes the new grid in its forward
 pass, so no weights are copied or changed. A CNN runs at any size; an RNN reads more or fewer
 tokens; a model with one weight per input pixel (the MLP: `fixed_input_size`) cannot, and says so.
-Sizes should be multiples of the patch (a strided projection drops a remainder)."""
+Sizes must be multiples of a linear patch projection's patch, as for a model built at that size."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...models.embed import PatchEmbed
 from .common import accuracy_under
 
 
@@ -38,6 +39,10 @@ def resolution_accuracy(model: nn.Module, batches: Iterable, sizes: Sequence[int
         raise ValueError(f"{type(model).__name__} takes {H}x{W} images only (a weight per input pixel)")
     if H != W:
         raise ValueError(f"the probe resizes square images; these are {H}x{W}")
+    patch = model.embed.patch_size if isinstance(getattr(model, "embed", None), PatchEmbed) else 1
+    uneven = [s for s in sizes if s % patch]
+    if uneven:
+        raise ValueError(f"sizes {uneven} are not whole numbers of the model's {patch} px patches")
     out = {}
     for s in sorted({int(s) for s in sizes} | {int(H)}):
         out[s] = accuracy_under(model, batches, lambda x, s=s: resize(x, s))
