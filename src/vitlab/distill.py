@@ -31,6 +31,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from .errors import ConfigError
+from .metrics import epoch_mean
 
 TYPES = ("none", "soft", "hard")
 
@@ -181,8 +182,6 @@ class Distillation(nn.Module):
 
     def __init__(self, teacher: nn.Module, num_classes: int, type: str = "hard", alpha: float = 0.5,
                  tau: float = 1.0, compile: bool = False, distill_token: bool = False):
-        from .module import epoch_mean
-
         super().__init__()
         if type not in TYPES:
             raise ConfigError(f"module.distill.type={type!r} is not one of {', '.join(TYPES)}")
