@@ -46,9 +46,10 @@ class BaseModule(L.LightningModule):
         compile: bool = False,
         compile_mode: str | None = None,
     ):
-        """`model`: what a step runs (and the optimiser trains). `compile`: compile it here;
-        a module whose step runs another forward than the run's model's says so by handing
-        that network over (MAE: the autoencoder around the ViT)."""
+        """`model`: what a step runs (and the optimiser trains). `compile` (the run's top-level
+        `compile`, handed over by train.py): compile it here, in place, so checkpoints keep
+        the parameter names; a module whose step runs another forward than the run's model's
+        hands that network over (MAE: the autoencoder around the ViT)."""
         super().__init__()
         # with the subclass's own arguments: Lightning collects every __init__ on the way up
         self.save_hyperparameters(ignore=list(self.BUILT))
