@@ -125,6 +125,17 @@ def test_compile_trains_batches_of_one_shape(compose_cfg):
     assert kept.drop_last is False
 
 
+@pytest.mark.parametrize("overrides", [[], ["experiment=mae_pretrain", "data=fake"]])
+def test_compile_compiles_what_a_step_runs(compose_cfg, overrides):
+    """compile=true: the module compiles, in place, the network its step calls: the classifier
+    its ViT, MAE its autoencoder (whose encoder is called by parts, not as a whole)."""
+    compiled = lambda m: getattr(m, "_compiled_call_impl", None) is not None  # noqa: E731
+    _, module, _ = build(compose_cfg([*overrides, "compile=true"]))
+    assert compiled(module.model) and module.hparams.compile
+    _, eager, _ = build(compose_cfg(overrides))
+    assert not compiled(eager.model) and not eager.hparams.compile
+
+
 def test_fp8_is_refused_in_one_line_without_a_float8_gpu(compose_cfg, tmp_path):
     result = run_entry("train.py", ["fp8=true", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}"],
                        cwd=tmp_path)

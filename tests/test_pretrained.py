@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from npz_layout import timm_to_npz
+from omegaconf import OmegaConf
 from safetensors.torch import save_file
 from timm.layers import (
     GroupNormAct,
@@ -224,7 +225,10 @@ def test_a_run_folder_loads_its_best_checkpoint(tmp_path):
     best = lightning_ckpt(source, tmp_path / "checkpoints" / "epoch3.ckpt")
     lightning_ckpt(vitlab_vit(depth=1), tmp_path / "checkpoints" / "last.ckpt")
     (tmp_path / "summary.json").write_text(json.dumps({"best_checkpoint": str(best)}))
-    assert_same_logits(source, load_pretrained(vitlab_vit(), tmp_path, new_head=False))
+    # model.pretrained=<run folder>: build_model finds its checkpoint, models/ reads the file
+    cfg = OmegaConf.create({"_target_": "vitlab.models.vit.VisionTransformer", "img_size": 32,
+                            "patch_size": 4, **TINY, "pretrained": str(tmp_path), "new_head": False})
+    assert_same_logits(source, build_model(cfg).eval())
 
 
 @pytest.mark.parametrize("change,message", [

@@ -9,13 +9,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .models.pretrained import load_pretrained
+from .summary import checkpoint_of
 
 OWN_KEYS = ("pretrained", "new_head")  # under model:, read here, not VisionTransformer arguments
 
 
 def build_model(model_cfg: DictConfig, pretrained: bool = True) -> nn.Module:
     """Instantiate the network; load `model.pretrained` into it unless `pretrained=False`
-    (evaluation and analysis load a run's own checkpoint over it)."""
+    (evaluation and analysis load a run's own checkpoint over it). `model.pretrained` may name
+    a run folder: its checkpoint is found here, so models/ reads files only."""
     path = model_cfg.get("pretrained") if pretrained else None
     new_head = model_cfg.get("new_head", True)
     # resolved here, while the nodes still see the root config
@@ -26,5 +28,5 @@ def build_model(model_cfg: DictConfig, pretrained: bool = True) -> nn.Module:
             for k in model_cfg if k not in OWN_KEYS})
     model = instantiate(model_cfg)
     if path:
-        load_pretrained(model, path, new_head=new_head)
+        load_pretrained(model, checkpoint_of(path), new_head=new_head)
     return model

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
-from .distill import TYPES, check_teacher
+from .distill import check_teacher, distill_type
 from .distributed import BatchPlan, batch_plan
 from .errors import ConfigError
 from .model_kind import model_kind, target_class
@@ -174,12 +174,8 @@ def check_distill(cfg: DictConfig) -> None:
                     prefix="model.")
     _number(cfg, "module.distill.alpha", lo=0, hi=1)
     _number(cfg, "module.distill.tau", lo=0, lo_open=True)
-    kind, teacher = get(cfg, "module.distill.type", None), get(cfg, "module.distill.teacher", None)
-    if kind is not None and kind not in TYPES:
-        raise ConfigError(f"module.distill.type={kind!r} is not one of {', '.join(TYPES)}")
-    if kind in ("soft", "hard") and not teacher:
-        raise ConfigError(f"module.distill.type={kind} needs a teacher: module.distill.teacher=<vitlab "
-                          "run folder or .ckpt | timm model name>")
+    teacher = get(cfg, "module.distill.teacher", None)
+    distill_type(get(cfg, "module.distill.type", None), teacher)
     if teacher:
         check_teacher(str(teacher), get(cfg, "module.distill.weights", None), cfg)
 

@@ -31,8 +31,21 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from .errors import ConfigError
+from .metrics import epoch_mean
 
 TYPES = ("none", "soft", "hard")
+
+
+def distill_type(kind: str | None, teacher) -> str:
+    """The one rule of `module.distill.type`: one of TYPES, DeiT's hard by default with a teacher
+    and none without, and soft or hard only with a teacher (config_checks and the module ask here)."""
+    kind = ("hard" if teacher else "none") if kind is None else kind
+    if kind not in TYPES:
+        raise ConfigError(f"module.distill.type={kind!r} is not one of {', '.join(TYPES)}")
+    if kind != "none" and not teacher:
+        raise ConfigError(f"module.distill.type={kind} needs a teacher: module.distill.teacher="
+                          "<vitlab run folder or .ckpt | timm model name>")
+    return kind
 
 
 def distillation_term(student: torch.Tensor, teacher: torch.Tensor, kind: str, tau: float) -> torch.Tensor:
@@ -181,11 +194,7 @@ class Distillation(nn.Module):
 
     def __init__(self, teacher: nn.Module, num_classes: int, type: str = "hard", alpha: float = 0.5,
                  tau: float = 1.0, compile: bool = False, distill_token: bool = False):
-        from .module import epoch_mean
-
         super().__init__()
-        if type not in TYPES:
-            raise ConfigError(f"module.distill.type={type!r} is not one of {', '.join(TYPES)}")
         self.teacher = Teacher(teacher, compile)
         self.type, self.alpha, self.tau = type, float(alpha), float(tau)
         agree = {"agreement": MulticlassAccuracy(num_classes, average="micro")}
@@ -208,13 +217,8 @@ class Distillation(nn.Module):
         """From `module.distill` (conf/module/default.yaml); None without a teacher."""
         options = cls.options(options)
         name = options.get("teacher")
-        kind = options.get("type") or ("hard" if name else "none")  # DeiT's default with a teacher
-        if kind not in TYPES:
-            raise ConfigError(f"module.distill.type={kind!r} is not one of {', '.join(TYPES)}")
+        kind = distill_type(options.get("type"), name)
         if not name:
-            if kind != "none":
-                raise ConfigError(f"module.distill.type={kind} needs a teacher: module.distill.teacher="
-                                  "<vitlab run folder or .ckpt | timm model name>")
             return None
         token = getattr(model, "dist_token", None) is not None
         teacher = load_teacher(str(name), options.get("weights"), num_classes,

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .errors import ConfigError
-from .summary import SUMMARY, read_summary
+from .summary import checkpoint_of
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 
@@ -100,20 +100,6 @@ def check_targets(cfg, source: str | Path = "the config", where: str = "") -> No
                                       f"folder's config may only use {sorted(SAFE_RESOLVERS)}")
         else:
             check_targets(value, source, at)
-
-
-def checkpoint_of(path: str | Path) -> Path:
-    """A checkpoint file as given; for a run folder, the best checkpoint its summary names,
-    else checkpoints/best.ckpt, else checkpoints/last.ckpt."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        return path
-    summary = read_summary(path) if (path / SUMMARY).is_file() else {}
-    best = (summary or {}).get("best_checkpoint")
-    for candidate in (best, path / "checkpoints" / "best.ckpt", path / "checkpoints" / "last.ckpt"):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return path / "checkpoints" / "last.ckpt"
 
 
 def load_model(path: str | Path, cfg: DictConfig | None = None) -> tuple[DictConfig, torch.nn.Module]:

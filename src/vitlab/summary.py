@@ -1,4 +1,5 @@
-"""The run summary: a small JSON file in every run folder that reports read without a logger."""
+"""The run summary: a small JSON file in every run folder that reports read without a logger,
+and the checkpoint a run folder stands for (the best one its summary names)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,17 @@ def write_summary(run_dir: Path, summary: dict) -> Path:
 
 def read_summary(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / SUMMARY).read_text())
+
+
+def checkpoint_of(path: str | Path) -> Path:
+    """A checkpoint file as given; for a run folder, the best checkpoint its summary names,
+    else checkpoints/best.ckpt, else checkpoints/last.ckpt."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    summary = read_summary(path) if (path / SUMMARY).is_file() else {}
+    best = (summary or {}).get("best_checkpoint")
+    for candidate in (best, path / "checkpoints" / "best.ckpt", path / "checkpoints" / "last.ckpt"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return path / "checkpoints" / "last.ckpt"

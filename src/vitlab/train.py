@@ -60,9 +60,9 @@ def build(cfg: DictConfig, plan: BatchPlan | None = None):
                           logger=instantiate_dict(cfg.get("logger")) or False)
     if cfg.get("fp8"):
         model = float8_training(model, trainer.strategy.root_device)
-    if cfg.get("compile"):  # in place, so checkpoints keep the parameter names
-        model.compile(mode=cfg.get("compile_mode"))
-    module = instantiate(cfg.module, model=model)
+    # the module compiles what its step runs (BaseModule), in place: checkpoints keep the names
+    module = instantiate(cfg.module, model=model, compile=bool(cfg.get("compile")),
+                         compile_mode=cfg.get("compile_mode"))
     fast_path(cfg, module, trainer.strategy.root_device)
     return datamodule, module, trainer
 

@@ -6,14 +6,24 @@ done) and logged to the loggers that take images (W&B, TensorBoard)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import lightning as L
 import torch
 
 from ..analysis.reconstruction import plot_reconstructions, reconstruction_panels
 from ..data.eval_images import spaced
-from ..mae_module import MaskedAutoencoderModule
 from .figures import save_and_log
+
+
+@runtime_checkable
+class Reconstructs(Protocol):
+    """What the grid needs of a module's `model`: a masked autoencoder (models/mae.py) that
+    masks its patches by given noise and reconstructs them. Modules without one are left alone."""
+
+    num_patches: int
+
+    def reconstruct(self, images: torch.Tensor, noise: torch.Tensor | None = None): ...
 
 
 class MaeReconstructionGrid(L.Callback):
@@ -35,20 +45,21 @@ class MaeReconstructionGrid(L.Callback):
             return torch.stack([split[i][0] for i in spaced(len(split), self.num_images)])
         return next(iter(dm.val_dataloader()))[0][: self.num_images]
 
-    def _images_and_noise(self, trainer: L.Trainer, module: MaskedAutoencoderModule):
+    def _images_and_noise(self, trainer: L.Trainer, autoencoder: Reconstructs, device: torch.device):
         if self._fixed is None:
             images = self._validation_images(trainer)
             gen = torch.Generator().manual_seed(self.seed)
-            self._fixed = images, torch.rand(len(images), module.model.num_patches, generator=gen)
-        return (t.to(module.device) for t in self._fixed)
+            self._fixed = images, torch.rand(len(images), autoencoder.num_patches, generator=gen)
+        return (t.to(device) for t in self._fixed)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         done = trainer.current_epoch + 1
         due = done % self.every_n_epochs == 0 or done == trainer.max_epochs
-        if (not isinstance(pl_module, MaskedAutoencoderModule) or trainer.sanity_checking or not due
+        autoencoder = getattr(pl_module, "model", None)
+        if (not isinstance(autoencoder, Reconstructs) or trainer.sanity_checking or not due
                 or not trainer.is_global_zero or trainer.datamodule is None):
             return
-        images, noise = self._images_and_noise(trainer, pl_module)
-        panels = reconstruction_panels(pl_module.model, images, noise, self.mean, self.std)
+        images, noise = self._images_and_noise(trainer, autoencoder, pl_module.device)
+        panels = reconstruction_panels(autoencoder, images, noise, self.mean, self.std)
         fig = plot_reconstructions(panels, f"MAE reconstructions after epoch {done}")
         save_and_log(trainer, fig, f"figures/mae_epoch_{done:03d}.png", self.key)

@@ -1,7 +1,7 @@
 """Start a model from published or earlier weights in a local file (`model.pretrained`).
 
 read.py turns a file (timm .pth/.bin/.safetensors, the paper's or big_vision's .npz, a vitlab
-.ckpt or run folder) into vitlab's names; adapt.py fits it to the new task (head, grid, patch,
+.ckpt) into vitlab's names; adapt.py fits it to the new task (head, grid, patch,
 channels) or says in one line why it cannot. Plain PyTorch + timm: no Lightning or Hydra.
 """
 

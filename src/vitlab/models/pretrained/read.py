@@ -36,10 +36,9 @@ class Source:
 
 
 def resolve(path: str | Path) -> Path:
-    """A file, or a vitlab run folder (its best checkpoint, else checkpoints/last.ckpt)."""
-    from ...run_folder import checkpoint_of  # a run folder written by train.py
-
-    path = checkpoint_of(path)
+    """The checkpoint file at `path`, once it exists in a format read here. A run folder is
+    resolved to its checkpoint above models/ (build_model.py), which knows run folders."""
+    path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"model.pretrained: no checkpoint file at {path.resolve()}")
     if path.suffix not in (".npz", ".safetensors", *TORCH_SUFFIXES):
