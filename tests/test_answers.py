@@ -73,3 +73,14 @@ def test_the_answer_of_a_kept_study_is_one_shaped_line_per_arm(study):
         assert bool(m["none"]) == (lo <= 0 <= hi)  # a contained zero says so, and only then
     undetected = [bool(LINE.match(line)["none"]) for line in lines]
     assert any(undetected) and not all(undetected)
+
+
+def test_the_section_says_whether_the_data_sizes_trained_equal_steps():
+    def runs(equal):
+        return [Run("job", {"bias": b, "seed": "0", "data.train_fraction": "0.1"}, "completed",
+                    {"top1": 0.5, "equal_steps": equal}) for b in ("pure", "cnn")]
+    keys = ["bias", "data.train_fraction"]
+    assert "same optimiser steps" in answer_section(runs(True), keys, "data.train_fraction")[2]
+    assert "equal epochs at every data size" in answer_section(runs(None), keys, "data.train_fraction")[2]
+    assert answer_section(runs(True), keys, "data.train_fraction")[4] == \
+        "- cnn − pure at 10 % of the data: +0.0 pts, 1 seed: no interval possible"

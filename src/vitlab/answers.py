@@ -138,7 +138,10 @@ def answer_section(runs: list, keys: list[str], frac_key: str | None, given: dic
             "checked for still improving." if all(f is None for f in flags) else
             "Arms still improving (validation gain over the last quarter of training at or above "
             "the threshold, summary.json `convergence`) are marked and not answered.")
-    if frac_key and not any(r.metrics.get("equal_steps") for r in runs if r.status == "completed"):
+    equal = [r.metrics.get("equal_steps") for r in runs if r.status == "completed"]
+    if frac_key and all(equal):
+        note += " Every data size trained the same optimiser steps (study.equal_steps)."
+    elif frac_key and not any(equal):
         note += (" These runs trained equal epochs at every data size (fewer optimiser steps on less "
                  "data): a small-data difference may be one of steps, not of data.")
     return ["## Answer", "",
