@@ -58,7 +58,7 @@ study-hybrid: install ## pure vs hybrid x data fraction 0.1-1.0, reduced: 2 seed
 		|| echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.report $$dir
 
-study-inductive-bias: install ## 7 inductive-bias variants + the MLP and CNN baselines x fraction 0.1/0.25/1.0, reduced: 1 seed x 20 epochs (SEEDS=, BIAS_EPOCHS=, BIAS_FRACTIONS=), each run probed after its test; then its report
+study-inductive-bias: install ## 8 inductive-bias variants (mimetic init included) + the MLP, RNN and CNN baselines x fraction 0.1/0.25/1.0, reduced: 1 seed x 20 epochs (SEEDS=, BIAS_EPOCHS=, BIAS_FRACTIONS=), each run probed after its test; then its report
 	dir=outputs/studies/inductive_bias_$$(date +%Y-%m-%d_%H-%M-%S); \
 	$(STUDY) experiment=inductive_bias seed=$(SEEDS) data.train_fraction=$(BIAS_FRACTIONS) \
 		trainer.max_epochs=$(BIAS_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \

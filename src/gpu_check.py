@@ -44,7 +44,7 @@ SMALL_IMAGES = {"vit_micro", "vit_lite", "vit_hybrid", "vit_hybrid_lite", "cct_7
 LATE_CLASS_TOKEN = {"convit_tiny"}
 IN_ATTENTION = {"relative", "relative_bias", "rope_2d"}
 # the lecture's baselines are no ViTs: no positional variants, no toy ViT sizes; 32 px presets
-BASELINES = {"mlp", "cnn"}
+BASELINES = {"mlp", "cnn", "rnn"}
 NO_FIGURES = ["~callbacks.attention", "~callbacks.confusion_matrix", "~callbacks.pos_similarity"]
 QUIET = ["trainer.enable_progress_bar=false", *NO_FIGURES]
 NO_CHECKPOINTS = ["~callbacks.model_checkpoint", "~callbacks.last_checkpoint"]  # a few steps: nothing to keep

@@ -130,7 +130,7 @@ def test_the_study_baselines_replace_the_vit(bias, target):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "rnn"])
 def test_baseline_trains_tests_and_writes_its_summary(tmp_path, name):
     result = run_entry("train.py", [f"model={name}", "data=fake", "trainer.max_epochs=1",
                                     "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",

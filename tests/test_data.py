@@ -75,6 +75,19 @@ def test_augmentation_presets_run_on_grey_and_colour_images(compose_cfg, augment
         assert x.shape[-2:] == (32, 32) and x.dtype == torch.float32
 
 
+def test_on_device_auto_takes_the_device_where_the_augmentation_runs_there(compose_cfg):
+    from vitlab.data.on_device import DeviceLoader
+
+    digits = setup(compose_cfg([]))  # the default: digits, random crop
+    assert digits.on_device is True and isinstance(digits.train_dataloader(), DeviceLoader)
+    grey_policy = setup(compose_cfg(["data/augment=randaugment"]))  # a colour policy on grey images
+    assert grey_policy.on_device is False and not isinstance(grey_policy.train_dataloader(), DeviceLoader)
+    with pytest.raises(Exception, match="3-channel"):  # asked for explicitly: refused (Hydra wraps it)
+        setup(compose_cfg(["data/augment=randaugment", "data.on_device=true"]))
+    with pytest.raises(Exception, match=r"data.on_device='yes': use true, false or auto"):
+        setup(compose_cfg(["data.on_device=yes"]))
+
+
 def test_fake_data_has_the_configured_shape(compose_cfg):
     dm = setup(compose_cfg(["data=fake", "data.img_size=48", "data.num_classes=3"]))
     x, y = next(iter(dm.train_dataloader()))

@@ -19,10 +19,12 @@ from .distributed import BatchPlan, batch_plan
 from .errors import ConfigError
 from .model_kind import model_kind, target_class
 from .models.pos_embed.base import AbsolutePositionalEmbedding
+from .models.rnn import RNN
 from .models.vit import VisionTransformer
 from .optim import LR_SCALING
 
-BASELINES = ("mlp", "cnn")  # the lecture's baselines (not ViTs): their classes' `kind`, their presets' names
+# the lecture's baselines (not ViTs): their classes' `kind`, their presets' names
+BASELINES = ("mlp", "cnn", "rnn")
 
 _MISSING = object()
 
@@ -78,8 +80,9 @@ def check_model(cfg: DictConfig) -> None:
 
 
 def check_baseline(cfg: DictConfig) -> None:
-    """model=mlp, model=cnn: hidden widths positive integers, drop rates in [0, 1); ViT-only
-    options (model.pretrained, module.stem_lr_scale) refused."""
+    """model=mlp, model=cnn, model=rnn: hidden widths positive integers, drop rates in [0, 1);
+    the RNN's cell, pooling and sizes (check_rnn); ViT-only options
+    (model.pretrained, module.stem_lr_scale) refused."""
     name = model_kind(cfg.model)
     if name not in BASELINES:
         return
@@ -88,12 +91,22 @@ def check_baseline(cfg: DictConfig) -> None:
         _model_rule(rules.check, list(dims), prefix="model.")
     for key in ("drop_rate", "drop_path_rate"):
         _number(cfg, f"model.{key}", lo=0, hi=1, hi_open=True)
+    if name == "rnn":
+        check_rnn(cfg)
     if get(cfg, "model.pretrained", None):
         start = "timm weights with model.weights=<file>" if name == "cnn" else "no weights"
         raise ConfigError(f"model.pretrained starts a ViT from a checkpoint; model={name} takes {start}")
     if get(cfg, "module.stem_lr_scale", None) is not None:
         raise ConfigError(f"module.stem_lr_scale scales a hybrid's CNN stem; model={name} has none: "
                           "set module.stem_lr_scale=null")
+
+
+def check_rnn(cfg: DictConfig) -> None:
+    """model=rnn: a known cell and pooling, positive sizes (the patch embedding itself refuses a
+    patch that does not divide the image)."""
+    _model_rule(RNN.check, get(cfg, "model.cell", None), get(cfg, "model.pool", None), prefix="model.")
+    for key in ("hidden", "num_layers", "embed_dim", "patch_size"):
+        _number(cfg, f"model.{key}", lo=1, integer=True)
 
 
 def check_pos_embed(cfg: DictConfig) -> None:

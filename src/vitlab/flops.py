@@ -31,11 +31,14 @@ def _cnn_macs(module: nn.Module, image: torch.Tensor):
         nonlocal total
         if isinstance(m, nn.Conv2d):  # each output element: in/groups × kh × kw multiply-adds
             total += out.numel() * m.weight[0].numel()
+        elif isinstance(m, nn.RNNBase):  # the RNN baseline: every weight matrix once per step
+            steps = out[0].shape[1 if m.batch_first else 0]
+            total += steps * sum(p.numel() for n, p in m.named_parameters() if n.startswith("weight"))
         else:
             total += out.numel() * m.in_features
 
     handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+               if isinstance(m, (nn.Conv2d, nn.Linear, nn.RNNBase))]
     training = module.training
     try:
         module.eval()
@@ -102,8 +105,8 @@ def vit_macs(model: nn.Module, img_size: int | tuple[int, int] | None = None) ->
 
 
 def layer_macs(model: nn.Module, img_size: int | tuple[int, int] | None = None) -> int:
-    """Forward multiply-adds per image of a model without attention (the MLP and CNN
-    baselines): every Conv2d and Linear, from the shapes of one blank image."""
+    """Forward multiply-adds per image of a model without attention (the MLP, CNN and RNN
+    baselines): every Conv2d, Linear and recurrent layer, from the shapes of one blank image."""
     size = img_size if img_size is not None else getattr(model, "img_size", None)
     if size is None:
         raise ValueError(f"img_size is needed to count the FLOPs of {type(model).__name__}")

@@ -1,6 +1,6 @@
 """The bias probes of a study's runs, drawn from their summary.json `probes` alone (report.py
-calls this): accuracy against shift (zero-padded and circular), against the fraction occluded
-and against the shuffle grid, one curve per variant (in a data-size study one panel per
+calls this): accuracy against shift (zero-padded and circular), against the fraction occluded,
+against the shuffle grid and against the image size, one curve per variant (in a data-size study one panel per
 training-set fraction); shift consistency against training-set size; each variant's layer x layer
 CKA heatmap at its largest fraction (and cross-run CKA where present). Values are averaged over seeds.
 """
@@ -20,6 +20,8 @@ CURVES = {
     "occlusion": ("Accuracy vs occlusion", "Fraction of cells zeroed", "probe_occlusion.png"),
     "shuffle": ("Accuracy vs patch shuffle", "Shuffle grid (g x g cells permuted; 1 = unshuffled)",
                 "probe_shuffle.png"),
+    "resolution": ("Accuracy vs resolution", "Image side (pixels; the training size included)",
+                   "probe_resolution.png"),
 }
 
 

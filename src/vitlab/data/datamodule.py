@@ -10,7 +10,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import ConfigError, DataError
-from .device_augment import device_augment
+from .device_augment import device_augment, runs_on_device
 from .keyed import KeyedSampler, KeyedTransform
 from .mix import BatchMix
 from .on_device import DeviceLoader, as_uint8
@@ -52,7 +52,7 @@ class ImageDataModule(L.LightningDataModule):
         samples_per_class: int | None = None,
         split_seed: int = 0,
         shuffle: bool = True,
-        on_device: bool = False,
+        on_device: bool | str = False,
         mix=None,
         drop_last: bool | None = None,
         cache_dir: str | None = None,
@@ -68,7 +68,8 @@ class ImageDataModule(L.LightningDataModule):
 
         `on_device=True` holds each split as one uint8 tensor on the training device and
         augments there, batched (on_device.py, device_augment.py); image folders are decoded
-        once into `cache_dir` (decode_cache.py).
+        once into `cache_dir` (decode_cache.py). `"auto"`: on the device when every augmentation
+        has a batched version there (grey images have no colour policies), else the DataLoader.
 
         `mix` (timm's Mixup) mixes training batches on the device, in both loaders, into soft
         targets. `drop_last` drops the last partial training batch; None = when a batch must
@@ -97,6 +98,10 @@ class ImageDataModule(L.LightningDataModule):
         if self.mix is not None and batch_size % 2:
             raise ConfigError(f"Mixup/CutMix pair the images of a batch: the batch per process "
                               f"({batch_size}) must be even; change data.batch_size")
+        if on_device not in (True, False, "auto"):
+            raise ConfigError(f"data.on_device={on_device!r}: use true, false or auto")
+        if on_device == "auto":
+            on_device = runs_on_device(augment, img_size, in_chans)
         self.on_device, self.cache_dir = on_device, cache_dir
         if on_device:  # checked now: a config error, before any data is read
             self.device_augment = device_augment(augment, img_size, in_chans)

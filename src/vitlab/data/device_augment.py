@@ -189,3 +189,12 @@ def device_augment(augment: Mapping | Sequence, img_size: int, in_chans: int = 3
                               f"use crop, flip, RandAugment, TrivialAugmentWide, AutoAugment or "
                               f"RandomErasing (data/augment=basic, randaugment, trivialaugment, ...)")
     return DeviceAugment(steps)
+
+
+def runs_on_device(augment: Mapping | Sequence, img_size: int, in_chans: int = 3) -> bool:
+    """Whether every transform of the augmentation has a batched version (data.on_device=auto)."""
+    try:
+        device_augment(augment, img_size, in_chans)
+    except ConfigError:
+        return False
+    return True

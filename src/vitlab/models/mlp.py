@@ -19,6 +19,7 @@ from .embed import to_2tuple
 
 class MLP(nn.Module):
     kind = "mlp"  # a baseline, not a ViT (vitlab/model_kind.py)
+    fixed_input_size = True  # a weight per input pixel: no other image size (the resolution probe)
 
     @staticmethod
     def check(hidden_dims: Sequence[int], prefix: str = "") -> None:

@@ -16,10 +16,12 @@ from torch import nn
 
 from .embed import PatchEmbed
 from .layers import Block
+from .mimetic import mimetic_init
 from .pos_embed import Learned1d, PositionalEmbedding
 from .seqpool import SeqPool
 
 POOLS = ("cls", "mean", "seqpool")
+INITS = ("default", "mimetic")
 
 
 class VisionTransformer(nn.Module):
@@ -61,6 +63,8 @@ class VisionTransformer(nn.Module):
         attention: Callable[..., nn.Module | None] | None = None,
         class_token_at: int = 0,
         distill_token: bool = False,
+        init: str = "default",
+        init_args: dict | None = None,
     ):
         """`embed` and `pos_embed` are factories (e.g. functools.partial or Hydra `_partial_`):
         embed(img_size=, patch_size=, in_chans=, embed_dim=) returns a module with `.grid`;
@@ -73,6 +77,8 @@ class VisionTransformer(nn.Module):
         `distill_token`: DeiT's distillation token and head (pool=cls): it joins with the class
         token, takes the next position, and `head_dist` reads it. As timm, forward returns both
         heads' logits while training with `set_distilled_training()`, else their mean.
+        `init`: "default" (truncated normal, as timm) or "mimetic" (each head's query-key and
+        value-output products near +I and -I: models/mimetic.py), with `init_args` its options.
         Defaults: linear patch projection and the learned 1-D table at the stem."""
         super().__init__()
         self.check(embed_dim, num_heads, pool, distill_token)
@@ -112,7 +118,11 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         if distill_token:
             self.head_dist = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if init not in INITS:
+            raise ValueError(f"init={init!r} is not one of {', '.join(INITS)}")
         self._init_weights()
+        if init == "mimetic":  # over the default: only the attention weights change
+            mimetic_init(self.blocks, **(init_args or {}))
 
     def _init_weights(self):
         if self.cls_token is not None:

@@ -1,6 +1,7 @@
 """All probes of a `probes:` config over one model and a fixed image subset, as summary.json
 values: {"shift": {"2": acc, ...}, "shift_circular": {...}, "shift_consistency": p,
-"shuffle": {...}, "occlusion": {...}, "cka": {layers, matrix}, "skipped": {probe: why}}.
+"shuffle": {...}, "occlusion": {...}, "resolution": {"24": acc, ...}, "cka": {layers, matrix},
+"skipped": {probe: why}}.
 A probe the model cannot run is recorded under "skipped" with its reason, never raised: after a
 training run nothing may lose the run."""
 
@@ -16,6 +17,7 @@ from ...data.eval_images import spaced_images
 from ...errors import ConfigError
 from .cka import cka_matrix
 from .occlusion import occlusion_accuracy
+from .resolution import resolution_accuracy
 from .shift import shift_accuracy, shift_consistency
 from .shuffle import shuffle_accuracy
 
@@ -26,6 +28,8 @@ def check_sizes(probes, img_size: tuple[int, int]) -> None:
     for g in probes.get("shuffle") or []:
         if H % g or W % g:
             raise ConfigError(f"probes.shuffle: a {g}x{g} grid does not divide the {H}x{W} image")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in probes.get("resolution") or []):
+        raise ConfigError(f"probes.resolution={list(probes.resolution)}: give image sizes in pixels")
     patch = probes.get("occlusion_patch", 4)
     if probes.get("occlusion") and (H % patch or W % patch):
         raise ConfigError(f"probes.occlusion_patch={patch} does not divide the {H}x{W} image")
@@ -56,6 +60,8 @@ def planned(probes, seed: int) -> dict[str, Callable[[nn.Module, list], object]]
     if probes.get("occlusion"):
         plan["occlusion"] = lambda m, b: _as_strings(occlusion_accuracy(
             m, b, list(probes.occlusion), patch=probes.get("occlusion_patch", 4), seed=seed))
+    if probes.get("resolution"):
+        plan["resolution"] = lambda m, b: _as_strings(resolution_accuracy(m, b, list(probes.resolution)))
     if probes.get("cka"):
         plan["cka"] = lambda m, b: _cka(m, b, probes)
     return plan
