@@ -57,7 +57,9 @@ def test_a_kept_study_is_trimmed_and_drawn_with_its_provenance(tmp_path):
     for png in ("top1.png", "accuracy_vs_fraction.png", "attention_distance.png", "pos_similarity.png"):
         assert (study / png).stat().st_size > 5000 and f"]({png})" in report
     caption = "*Made by `python src/train.py experiment=hybrid_vs_pure seed=0,1` on 2-core CPU, 2026-12-01.*"
-    assert report.count(caption) == 4  # under every figure
+    assert caption not in report  # the command and machine once, at the top, not under every figure
+    assert report.count("python src/train.py experiment=hybrid_vs_pure seed=0,1") == 1
+    assert report.index("Machine: 2-core CPU") < report.index("## Answer") < report.index("## Ranking")
     assert "| 0.1 | vit_micro | 2/2 | 0.5750 ± 0.0707 |" in report
     index = (root / "index.md").read_text()
     assert "## [Pure vs hybrid](data/hybrid/report.md)" in index

@@ -6,8 +6,10 @@ and drawn as images_per_sec.png) and, for data-size studies, accuracy_vs_fractio
 folder; where runs recorded their mean attention distance per layer (summary.json
 `attention_distance`), a table and attention_distance.png (one line per configuration; in a
 data-size study, at the largest fraction), and for learned positional tables pos_similarity.png.
-A meta.yaml in the folder (title, command, machine, date) titles the report and captions every
-figure with how it was made. Where runs recorded bias probes (summary.json `probes`),
+A meta.yaml in the folder (title, command, machine, date) titles the report and says once, at
+the top, how it was made. The page opens with an Answer section (answers.py): every arm against
+the study's reference arm, paired by seed, with a 95 % t-interval.
+Where runs recorded bias probes (summary.json `probes`),
 report_probes.py adds accuracy vs shift / occlusion / shuffle grid per variant, shift consistency
 vs training-set size and CKA heatmaps. Runs that differ only in `seed` form one configuration (mean ± std
 over seeds); jobs that did not complete are listed, not averaged. `--wandb entity/project` draws
@@ -29,6 +31,7 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
+from .answers import answer_section
 from .report_probes import probe_parts
 
 FRACTION_KEYS = ("data.train_fraction", "data.samples_per_class")
@@ -69,7 +72,10 @@ def _from_summary(summary: dict) -> dict[str, float | None]:
     return {"top1": test.get("test/acc"), "top5": test.get("test/acc_top5"),
             **{k: summary.get(k) for k in METRICS[2:5]}, "agreement": test.get("test/agreement"),
             "teacher_acc": test.get("test/teacher_acc"),
-            "attention_distance": _per_layer(summary.get("attention_distance"))}
+            "attention_distance": _per_layer(summary.get("attention_distance")),
+            "seed": summary.get("seed"),  # the Answer pairs runs by it
+            "converged": (summary.get("convergence") or {}).get("converged"),
+            "equal_steps": (summary.get("budget") or {}).get("equal_steps")}
 
 
 def _per_layer(distance: list | None) -> list[float] | None:
@@ -434,7 +440,7 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
     folder = Path(folder)
     meta = load_meta(folder)
     title = title or meta.get("title")
-    caption = provenance(meta)
+    caption = ""  # the command and machine are stated once, at the top of the page
     runs = load_sweep(folder) if runs is None else runs
     if not runs:
         raise SystemExit(f"error: no runs under {folder} (expected <job>/.hydra/overrides.yaml)")
@@ -457,6 +463,9 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
                   + ", ".join(str(meta[k]) for k in ("machine", "date") if meta.get(k)), ""]
         if meta.get("note"):
             parts += [str(meta["note"]).strip(), ""]
+    answer_keys = [k for k in keys if not tuning or k not in searched(tuning)]  # tuned lr: per arm
+    parts += answer_section(ranked, answer_keys, next((k for k in FRACTION_KEYS if k in keys), None),
+                            meta.get("reference"))
     parts += [f"{count}, {done} completed. Common overrides: "
               + (", ".join(f"`{k}={v}`" for k, v in common.items()) or "none") + ".", ""]
     if tuning:

@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .fp8 import float8_training
 from .loggers import finish_loggers, log_run_config
 from .optim import fused_where_possible
+from .study_plan import step_budget, training_budget
 from .summary import SUMMARY, read_summary, write_summary
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,19 @@ def build(cfg: DictConfig, plan: BatchPlan | None = None):
     fixed = {"drop_last": True} if cfg.get("compile") and cfg.data.get("drop_last") is None else {}
     model = build_model(cfg.model)  # first: a checkpoint that does not fit stops the run early
     datamodule = instantiate(cfg.data, batch_size=plan.device_batch, **fixed)
+    budget = step_budget(cfg, datamodule, plan)  # equal steps at every data size, or None
     callbacks = instantiate_dict(cfg.get("callbacks"))
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer = instantiate(cfg.trainer, accumulate_grad_batches=plan.accumulate, callbacks=callbacks,
-                          logger=instantiate_dict(cfg.get("logger")) or False)
+                          logger=instantiate_dict(cfg.get("logger")) or False,
+                          **(budget.trainer_overrides(plan.accumulate) if budget else {}))
     if cfg.get("fp8"):
         model = float8_training(model, trainer.strategy.root_device)
     # the module compiles what its step runs (BaseModule), in place: checkpoints keep the names
     module = instantiate(cfg.module, model=model, compile=bool(cfg.get("compile")),
-                         compile_mode=cfg.get("compile_mode"))
+                         compile_mode=cfg.get("compile_mode"),
+                         **(budget.module_overrides() if budget else {}))
     fast_path(cfg, module, trainer.strategy.root_device)
     return datamodule, module, trainer
 
@@ -172,6 +176,7 @@ def _train(cfg: DictConfig) -> dict:
         "train_images": len(datamodule.splits["train"]),
         "resumed_from": resumed_from,
         "batch": plan.as_dict(),
+        "budget": training_budget(cfg, trainer),
     }
     if rank0:
         write_summary(run_dir, summary)

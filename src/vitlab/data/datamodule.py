@@ -121,6 +121,7 @@ class ImageDataModule(L.LightningDataModule):
         if val is None:  # hold out a fixed, stratified validation split from train
             val_idx, train_idx = stratified_split(labels_of(train), self.val_fraction, self.split_seed)
             train, val = Subset(train, train_idx), Subset(train, val_idx)
+        self.full_train_images = len(train)  # before any share: a study's equal-steps budget
         if self.samples_per_class:
             train = Subset(train, per_class_subset(labels_of(train), self.samples_per_class,
                                                    self.split_seed))

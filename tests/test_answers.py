@@ -1,0 +1,86 @@
+"""The Answer section: paired differences by seed with a 95 % t-interval, from the kept studies."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from vitlab.answers import answer_lines, answer_section, paired_interval, reference_arm, t_quantile
+from vitlab.report import Run, load_sweep, study_keys
+
+KEPT = Path(__file__).resolve().parents[1] / "docs" / "results" / "data"
+LINE = re.compile(r"^- (?P<arm>.+) − (?P<ref>[^:]+?)(?: at (?P<where>[^:]+))?: (?P<mean>[+−]\d+\.\d) pts "
+                  r"\[(?P<lo>[+−]\d+\.\d), (?P<hi>[+−]\d+\.\d)\], (?P<n>\d+) seeds"
+                  r"(?P<none>: no detectable difference)?$")
+
+
+def test_t_quantiles_are_the_tables():
+    assert t_quantile(2) == pytest.approx(4.303, abs=1e-3) and t_quantile(4) == pytest.approx(2.776, abs=1e-3)
+
+
+def test_a_constructed_interval_has_the_known_answer():
+    # d = 1, 2, 3: mean 2, sd 1, half-width 4.303 / sqrt(3) = 2.484
+    p = paired_interval([1.0, 2.0, 3.0])
+    assert p.mean == 2.0 and p.seeds == 3
+    assert (p.low, p.high) == pytest.approx((2 - 2.4843, 2 + 2.4843), abs=1e-3)
+    assert not p.detected  # contains 0
+    assert paired_interval([4.0, 5.0, 6.0]).detected
+    one = paired_interval([3.0])
+    assert one.low is None and not one.detected  # one seed: no interval
+
+
+def run(params, top1, converged=None, seed=None):
+    return Run("job", params, "completed", {"top1": top1, "converged": converged, "seed": seed})
+
+
+def test_runs_pair_by_seed_and_still_improving_arms_are_not_answered():
+    # every seed moves both arms alike: the paired difference is exactly +10 points for every seed
+    base = {"pure": 0.5, "cnn": 0.6, "gpsa": 0.9}
+    runs = [run({"bias": bias, "seed": str(s), "data.train_fraction": "0.1"}, base[bias] + s / 100,
+                converged=False if bias == "gpsa" else None)
+            for bias in base for s in range(3)]
+    lines = answer_lines(runs, ["bias", "data.train_fraction"], "data.train_fraction")
+    assert lines[0] == "- cnn − pure at 10 % of the data: +10.0 pts [+10.0, +10.0], 3 seeds"
+    assert lines[1] == ("- gpsa − pure at 10 % of the data: not stated, gpsa still improving at the end "
+                        "of training")
+
+
+def test_the_reference_is_the_pure_vit_from_scratch_or_learned_1d():
+    assert reference_arm({"model": {"vit_hybrid", "vit_micro"}}) == {"model": "vit_micro"}
+    assert reference_arm({"model/pos_embed": {"none", "learned_1d"}}) == {"model/pos_embed": "learned_1d"}
+    assert reference_arm({"model": {"vit_micro", "vit_hybrid"}, "transfer.init": {"scratch", "pretrained"}}) \
+        == {"model": "vit_micro", "transfer.init": "scratch"}
+    assert reference_arm({"bias": {"pure"}}, {"bias": "cnn"}) == {}  # a meta.yaml's own, when present
+
+
+@pytest.mark.parametrize("study", ["posemb_ablation", "inductive_bias"])
+def test_the_answer_of_a_kept_study_is_one_shaped_line_per_arm(study):
+    runs = load_sweep(KEPT / study)
+    keys, _ = study_keys(runs)
+    frac = "data.train_fraction" if "data.train_fraction" in keys else None
+    section = answer_section(runs, keys, frac)
+    assert section[0] == "## Answer" and "95 % Student-t" in section[2]
+    lines = [line for line in section if line.startswith("- ")]
+    axis, ref = ("model/pos_embed", "learned_1d") if study == "posemb_ablation" else ("bias", "pure")
+    fractions = {r.params.get(frac) for r in runs}
+    assert len(lines) == (len({r.params[axis] for r in runs}) - 1) * len(fractions)  # one per arm and size
+    for line in lines:
+        m = LINE.match(line)
+        assert m, line
+        assert m["ref"] == ref
+        lo, hi = (float(m[k].replace("−", "-")) for k in ("lo", "hi"))
+        assert lo <= float(m["mean"].replace("−", "-")) <= hi
+        assert bool(m["none"]) == (lo <= 0 <= hi)  # a contained zero says so, and only then
+    undetected = [bool(LINE.match(line)["none"]) for line in lines]
+    assert any(undetected) and not all(undetected)
+
+
+def test_the_section_says_whether_the_data_sizes_trained_equal_steps():
+    def runs(equal):
+        return [Run("job", {"bias": b, "seed": "0", "data.train_fraction": "0.1"}, "completed",
+                    {"top1": 0.5, "equal_steps": equal}) for b in ("pure", "cnn")]
+    keys = ["bias", "data.train_fraction"]
+    assert "same optimiser steps" in answer_section(runs(True), keys, "data.train_fraction")[2]
+    assert "equal epochs at every data size" in answer_section(runs(None), keys, "data.train_fraction")[2]
+    assert answer_section(runs(True), keys, "data.train_fraction")[4] == \
+        "- cnn − pure at 10 % of the data: +0.0 pts, 1 seed: no interval possible"
