@@ -8,9 +8,14 @@ default: vit_micro on the digits; `fit_overrides` changes it) once per data path
 - `device`: the split on the training device, augmented there in batches;
 - `streaming`: litdata shards of the same images (written to a temporary folder), 0 workers.
 
-and times its training steps through `Trainer.fit` against a bare PyTorch loop that draws its
-batches from the same data module's loader (same images, same augmentation, same Mixup/CutMix),
-with the same model, initialisation, optimiser, schedule and clipping (bench_fit.BareLoop).
+and times its training steps through `Trainer.fit` against a bare PyTorch loop over the same
+pipeline written plainly, with the same model, initialisation, optimiser, schedule and clipping
+(bench_fit.BareLoop): for the DataLoader paths a torch DataLoader over the same images with the
+same per-image transforms, shuffled by torch and drawing from the global generator as a
+hand-written script would (so whatever vitlab's keyed loader costs beyond that — a per-image
+seeding, say — shows in the ratio); on the device and for streaming, the data module's own
+loader without a Trainer (the same batches; there the ratio is the framework's step overhead).
+Mixup/CutMix as configured, on both sides.
 Validation, checkpoints and end-of-run figures are off in both: they are not the step. Rounds
 alternate which side runs first; the ratio is bare time / vitlab time (1.0: the framework costs
 nothing over a hand-written loop), the median of the per-round ratios.
@@ -29,9 +34,12 @@ import torch
 from hydra import compose
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
+from torch.utils.data import DataLoader
 from torchvision.transforms.functional import to_pil_image
 
 from .bench_fit import BareLoop, StepTimer, sync
+from .data.datamodule import Transformed
+from .data.keyed import KeyedTransform
 from .train import build
 
 NO_FIGURES = ["~callbacks.attention", "~callbacks.confusion_matrix", "~callbacks.pos_similarity",
@@ -91,13 +99,23 @@ def digits_shards(train_cfg: DictConfig, root: Path) -> Path:
     return root / "shards"
 
 
+def plain_loader(datamodule) -> DataLoader:
+    """What a hand-written script would use for the data module's DataLoader path: the same
+    images and per-image transforms, torch's shuffle, the global generator."""
+    keyed = datamodule.splits["train"]
+    workers = datamodule.num_workers
+    return DataLoader(Transformed(keyed.dataset, keyed.transform), batch_size=datamodule.batch_size,
+                      shuffle=True, drop_last=datamodule.drop_last, num_workers=workers,
+                      persistent_workers=workers > 0)
+
+
 def bare_batches(datamodule):
-    """The data module's training batches, epoch after epoch, mixed as its batch hook mixes."""
+    """Training batches, epoch after epoch, mixed as the data module's batch hook mixes."""
     datamodule.trainer = None
+    keyed = isinstance(datamodule.splits.get("train"), KeyedTransform) and not datamodule.on_device
+    plain = plain_loader(datamodule) if keyed else None
     for epoch in itertools.count():
-        loader = datamodule.train_dataloader()
-        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        loader = plain or datamodule.train_dataloader()
         for i, (x, y, *_) in enumerate(loader):
             if datamodule.mix is not None:
                 x, y = datamodule.mix(x, y, seed=(0, 0, epoch, i))
@@ -140,7 +158,7 @@ def run_path(cfg: DictConfig, preset: str) -> dict:
               "threads": torch.get_num_threads(), "paths": {}}
     with tempfile.TemporaryDirectory(prefix="vitlab-bench-path-") as out:
         default, shards = train_config(cfg, preset, [], out, 1), None
-        for name in cfg.paths:
+        for name in cfg.data_paths:
             if name == "streaming":
                 try:
                     shards = digits_shards(default, Path(out) / "streaming")
