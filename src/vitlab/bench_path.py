@@ -16,7 +16,8 @@ hand-written script would (so whatever vitlab's keyed loader costs beyond that â
 seeding, say â€” shows in the ratio); on the device and for streaming, the data module's own
 loader without a Trainer (the same batches; there the ratio is the framework's step overhead).
 Mixup/CutMix as configured, on both sides.
-Validation, checkpoints and end-of-run figures are off in both: they are not the step. Rounds
+Validation, checkpoints and end-of-run figures are off in both: they are not the step (a real
+run saves two small checkpoints per epoch: about 7 % of the default run's fit). Rounds
 alternate which side runs first; the ratio is bare time / vitlab time (1.0: the framework costs
 nothing over a hand-written loop), the median of the per-round ratios.
 """
@@ -64,7 +65,9 @@ def train_config(cfg: DictConfig, preset: str, path: list[str], out_dir: str, st
         if cfg.device == "cpu" else "trainer.accelerator=auto", *path,
         "+trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0", "trainer.max_epochs=-1",
         f"+trainer.max_steps={steps}", "trainer.enable_progress_bar=false", "test=false",
-        "probes.enabled=false", f"paths.output_dir={out_dir}", *NO_FIGURES, *(cfg.fit_overrides or []),
+        "probes.enabled=false", f"paths.output_dir={out_dir}", *NO_FIGURES,
+        "+trainer.enable_checkpointing=false",  # else Lightning's own saves one every (short) epoch
+        *(cfg.fit_overrides or []),
     ]
     train_cfg = compose(config_name="train", overrides=overrides)
     with open_dict(train_cfg):
