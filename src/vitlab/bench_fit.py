@@ -80,11 +80,12 @@ def sync(device: torch.device) -> None:
 
 
 def vitlab_round(train_cfg: DictConfig, datamodule, warmup: int, steps: int) -> float:
+    """The run's fit, timed; on `datamodule`, or on the run's own when None."""
     L.seed_everything(train_cfg.seed, verbose=False)
-    _, module, trainer = build(train_cfg)
+    own, module, trainer = build(train_cfg)
     timer = StepTimer(warmup, steps)
     trainer.callbacks.append(timer)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule or own)
     return timer.seconds
 
 

@@ -38,10 +38,9 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 from torchvision.transforms.functional import to_pil_image
 
-from .bench_fit import BareLoop, StepTimer, sync
+from .bench_fit import BareLoop, sync, vitlab_round
 from .data.datamodule import Transformed
 from .data.keyed import KeyedTransform
-from .train import build
 
 NO_FIGURES = ["~callbacks.attention", "~callbacks.confusion_matrix", "~callbacks.pos_similarity",
               "~callbacks.model_checkpoint", "~callbacks.last_checkpoint"]
@@ -125,15 +124,6 @@ def bare_batches(datamodule):
             yield x, y
 
 
-def vitlab_round(train_cfg: DictConfig, warmup: int, steps: int) -> float:
-    L.seed_everything(train_cfg.seed, verbose=False)
-    datamodule, module, trainer = build(train_cfg)
-    timer = StepTimer(warmup, steps)
-    trainer.callbacks.append(timer)
-    trainer.fit(module, datamodule=datamodule)
-    return timer.seconds
-
-
 def bare_round(train_cfg: DictConfig, warmup: int, steps: int) -> float:
     L.seed_everything(train_cfg.seed, verbose=False)
     datamodule = instantiate(train_cfg.data)
@@ -175,8 +165,8 @@ def run_path(cfg: DictConfig, preset: str) -> dict:
             times = {"vitlab": [], "bare": []}
             for r in range(cfg.rounds):
                 for side in ("vitlab", "bare") if r % 2 == 0 else ("bare", "vitlab"):
-                    run = vitlab_round if side == "vitlab" else bare_round
-                    times[side].append(run(train_cfg, warmup, steps))
+                    times[side].append(vitlab_round(train_cfg, None, warmup, steps) if side == "vitlab"
+                                       else bare_round(train_cfg, warmup, steps))
             row = {side: {"images_per_s": cfg.batch_size * steps / statistics.median(t),
                           "rounds_ms": [round(s / steps * 1e3, 3) for s in t]} for side, t in times.items()}
             pairs = zip(times["vitlab"], times["bare"], strict=True)
