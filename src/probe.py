@@ -33,7 +33,8 @@ def probe(cfg: DictConfig) -> dict:
     datamodule = instantiate(run_cfg.data, batch_size=cfg.probes.batch_size)
     datamodule.setup(cfg.split)
     loader = datamodule.test_dataloader() if cfg.split == "test" else datamodule.val_dataloader()
-    values = probe_summary(model, loader, cfg.probes, device)
+    values = probe_summary(model, loader, cfg.probes, device, run_cfg.data.get("mean"),
+                           run_cfg.data.get("std"))
     if other is not None:  # the same images, spread over the split, through both runs
         batches = probe_images(loader, cfg.probes.cka_images, cfg.probes.batch_size)
         rows, cols, matrix = cross_cka_matrix(model, other.to(device), batches, cfg.probes.cka_images)

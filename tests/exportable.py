@@ -19,6 +19,10 @@ def make_run(folder: Path, overrides: list[str], classes: list[str] | None = Non
     (folder / "checkpoints").mkdir()
     OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
     OmegaConf.save(OmegaConf.create(list(overrides)), folder / ".hydra" / "overrides.yaml")
+    chosen = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in ("model", "data"))
+    choices = {"model": "vit_micro", "data": "digits", **chosen}  # as Hydra records them
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"choices": choices}}}),
+                   folder / ".hydra" / "hydra.yaml")
     torch.manual_seed(0)
     model = build_model(cfg.model, pretrained=False)
     with torch.no_grad():

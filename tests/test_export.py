@@ -100,6 +100,16 @@ def test_the_hub_folder_has_timms_files_and_a_model_card(tmp_path):
     assert card.startswith("---\nlicense: mit\nlibrary_name: timm\n")
     assert "| test accuracy | 50.00 % |" in card and "python src/train.py module.optimizer.lr=0.002" in card
     assert {p.name for p in folder.iterdir()} == {"README.md", "config.json", "model.safetensors"}
+    # named by preset and run, the data by what it is, and no link the user did not give
+    assert "\n# vit_micro, run run\n" in card and "http" not in card and "${" not in card
+    assert "| data | scikit-learn's handwritten digits (8x8, upsampled) (10 classes) |" in card
+
+
+def test_a_sweep_jobs_card_names_its_sweep_and_links_only_what_is_given(tmp_path):
+    run = make_run(tmp_path / "2026-12-05_10-00-00" / "5", [], CLASSES)
+    card = (export(run, "hub", tmp_path / "hub", link="https://example.org/lab") / "README.md").read_text()
+    assert "\n# vit_micro, run 2026-12-05_10-00-00/5\n" in card
+    assert "[vitlab](https://example.org/lab)" in card and card.count("http") == 1
 
 
 def test_a_pretraining_run_is_refused_with_the_way_forward(tmp_path):

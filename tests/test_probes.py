@@ -305,3 +305,52 @@ def test_probe_images_spread_over_a_class_ordered_split_and_read_only_those():
                  for i in range(0, 100, 10)]
     spread = torch.cat([y for _, y in probe_images(on_device, 10)])
     assert torch.equal(spread, labels)
+
+
+# ---- what a shift moves in: the image's own background, in pixel space
+
+
+def test_a_shift_of_a_black_background_digit_leaves_no_seam():
+    from vitlab.analysis.probes.shift import black, translate
+
+    mean, std = [0.305], [0.324]  # the digits' normalisation
+    dark = black(mean, std)
+    x = dark.view(1, 1, 1, 1).expand(2, 1, 16, 16).clone()
+    x[:, :, 6:10, 6:10] = 2.0  # a bright stroke on black
+    moved = translate(x, 3, -2, fill=dark)
+    assert torch.equal(moved[:, :, :, :3], dark.expand(2, 1, 16, 3))  # black came in, not grey
+    assert torch.equal(moved[:, :, 4:8, 9:13], x[:, :, 6:10, 6:10])  # the stroke moved 3 right, 2 up
+    # the same pixel values, only rearranged: no seam of another value
+    assert torch.equal(moved.flatten().sort().values, x.flatten().sort().values)
+    assert not torch.equal(translate(x, 3, -2), moved)  # the normalised 0 (grey) would be a seam
+
+
+@pytest.mark.parametrize("fill", ["black", "edge"])
+def test_a_shift_equals_a_crop_of_the_padded_canvas(fill):
+    from vitlab.analysis.probes.shift import black, canvas_crop, translate
+
+    x = torch.randn(2, 3, 12, 12)
+    value = "edge" if fill == "edge" else black([0.5, 0.4, 0.3], [0.2, 0.2, 0.2])
+    for dx, dy in [(0, 0), (4, 0), (-4, 3), (2, -4), (-1, -1)]:
+        assert torch.equal(translate(x, dx, dy, fill=value), canvas_crop(x, 4, dx, dy, value)), (dx, dy)
+    edge = translate(x, 2, 0, fill="edge")
+    assert torch.equal(edge[..., 0], x[..., 0]) and torch.equal(edge[..., 1], x[..., 0])
+
+
+def test_occlusion_and_shifts_fill_black_in_pixel_space_and_the_summary_says_so():
+    from omegaconf import OmegaConf
+
+    from vitlab.analysis.probes.occlusion import occlude
+    from vitlab.analysis.probes.run import check_sizes, run_probes
+    from vitlab.analysis.probes.shift import black
+    from vitlab.errors import ConfigError
+
+    dark = black([0.5], [0.25])  # pixel 0 is -2 once normalised
+    out = occlude(torch.ones(1, 1, 8, 8), 1.0, 4, torch.Generator().manual_seed(0), dark)
+    assert torch.equal(out, torch.full((1, 1, 8, 8), -2.0))
+    probes = OmegaConf.create(dict(shift=[0, 2], shift_circular=False, occlusion=[0.5], occlusion_patch=4))
+    batches = [(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    assert run_probes(model, batches, probes, [0.5], [0.25])["fill"] == "black"
+    with pytest.raises(ConfigError, match=r"^probes.fill='grey': use black, edge, mean$"):
+        check_sizes(OmegaConf.create(dict(fill="grey")), (8, 8))

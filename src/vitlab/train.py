@@ -137,7 +137,7 @@ def probe_best(cfg: DictConfig, module: L.LightningModule, datamodule, trainer: 
         return {"probes": {"skipped": {"all": "no test/acc: the probes need a classifier"}}}
     try:
         return probe_summary(module.model, datamodule.test_dataloader(), cfg.probes,
-                             trainer.strategy.root_device)
+                             trainer.strategy.root_device, cfg.data.get("mean"), cfg.data.get("std"))
     except Exception as error:  # noqa: BLE001 - recorded, the trained run stays completed
         log.warning("probes failed after training: %s", error)
         return {"probes": {"skipped": {"all": f"{type(error).__name__}: {error}"}}}
