@@ -140,3 +140,18 @@ def test_baseline_trains_tests_and_writes_its_summary(tmp_path, name):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and 0 <= summary["test"]["test/acc"] <= 1
     assert summary["parameters"] == count(preset(f"model={name}"))
+
+
+def test_the_small_image_cnn_keeps_a_4x4_map_at_32_px_near_the_vits_parameter_count():
+    from vitlab.models.cnn import cnn
+
+    small = build_model(compose_config(["model=cnn_small"]).model)
+    vit = build_model(compose_config([]).model)
+    count = sum(p.numel() for p in small.parameters())
+    assert count == 595_434 and abs(count / sum(p.numel() for p in vit.parameters()) - 1) < 0.1
+    assert small.conv1.stride == (1, 1) and small.conv1.kernel_size == (3, 3)
+    assert isinstance(small.maxpool, torch.nn.Identity)
+    assert small.forward_features(torch.zeros(2, 1, 32, 32)).shape[-2:] == (4, 4)  # resnet18: 1x1
+    assert [f["reduction"] for f in small.feature_info][-1] == 8
+    with pytest.raises(ConfigError, match="small_image_stem=true needs a timm ResNet"):
+        cnn("convnext_atto", img_size=32, in_chans=1, num_classes=10, small_image_stem=True)

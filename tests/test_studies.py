@@ -31,7 +31,7 @@ def hydra_config(overrides):
                         "seed": "0,1,2"}),
     ("posemb_ablation", {"model/pos_embed": "none,learned_1d,learned_2d,relative,relative_bias,"
                                             "sincos_2d,rope_2d", "seed": "0,1,2"}),
-    ("inductive_bias", {"bias": "mlp,rnn,pure,mimetic,spt,lsa,spt_lsa,cct,gpsa,hybrid,cnn",
+    ("inductive_bias", {"bias": "mlp,rnn,pure,mimetic,spt,lsa,spt_lsa,cct,gpsa,hybrid,cnn_small,cnn",
                         "data.train_fraction": "0.05,0.1,0.25,0.5,1.0", "seed": "0,1,2"}),
 ])
 def test_experiments_are_multiruns_over_their_sweeps(experiment, params):

@@ -21,11 +21,13 @@ from .hybrid import suggest_models, weights_file
 def cnn(backbone: str = "resnet18", img_size: int | tuple[int, int] = 224, in_chans: int = 3,
         num_classes: int = 1000, weights: bool | str = False, drop_rate: float = 0.0,
         drop_path_rate: float | None = None, channels_last: bool = False,
-        backbone_kwargs: dict | None = None) -> nn.Module:
+        backbone_kwargs: dict | None = None, small_image_stem: bool = False) -> nn.Module:
     """timm's `backbone` with a `num_classes` classifier. weights: False (random init), True (an
     existing Hugging Face cache only) or a local checkpoint file, loaded by timm: a new
     classifier when the classes differ, the first convolution adapted to `in_chans`.
-    backbone_kwargs go to timm.create_model (e.g. layers=[1, 1, 1, 1] for a shallower ResNet)."""
+    backbone_kwargs go to timm.create_model (e.g. layers=[1, 1, 1, 1] for a shallower ResNet).
+    small_image_stem: a ResNet's 7x7 stride-2 stem and max-pool become one 3x3 stride-1
+    convolution, as CIFAR ResNets have (total stride 8: a 4x4 last map at 32 px, not 1x1)."""
     if not timm.is_model(backbone):
         close = ", ".join(suggest_models(backbone)) or "none"
         raise ConfigError(f"model.backbone={backbone!r} is not a timm model; close names: {close}")
@@ -36,6 +38,8 @@ def cnn(backbone: str = "resnet18", img_size: int | tuple[int, int] = 224, in_ch
         kwargs["drop_path_rate"] = drop_path_rate
     model = timm.create_model(backbone, num_classes=num_classes, in_chans=in_chans,
                               drop_rate=drop_rate, **load, **kwargs)
+    if small_image_stem:
+        _small_image_stem(model, backbone)
     if not getattr(model, "feature_info", None):
         raise ConfigError(f"model.backbone={backbone}: timm lists no feature stages for it; use a "
                           "CNN (resnet*, convnext*, efficientnet*, regnet*, ...)")
@@ -43,6 +47,20 @@ def cnn(backbone: str = "resnet18", img_size: int | tuple[int, int] = 224, in_ch
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def _small_image_stem(model: nn.Module, backbone: str) -> None:
+    """Replace a timm ResNet's stem (7x7 conv, stride 2, then a stride-2 max-pool) by a 3x3
+    stride-1 convolution of the same width, initialised as timm initialises its convolutions."""
+    if not isinstance(getattr(model, "conv1", None), nn.Conv2d) or not hasattr(model, "maxpool"):
+        raise ConfigError(f"model.small_image_stem=true needs a timm ResNet (conv1 + maxpool stem); "
+                          f"model.backbone={backbone} has none")
+    old = model.conv1
+    model.conv1 = nn.Conv2d(old.in_channels, old.out_channels, 3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    for info in model.feature_info:  # the stem no longer strides 4
+        info["reduction"] = max(1, info["reduction"] // 4)
 
 
 cnn.kind = "cnn"  # a baseline, not a ViT, and already timm's own model (vitlab/model_kind.py)
