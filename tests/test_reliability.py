@@ -310,3 +310,18 @@ def test_a_resume_with_other_batches_is_refused_another_world_size_replanned(sav
     else:
         with pytest.raises(ConfigError, match=refused):
             callback.load_state_dict(saved)
+
+
+def test_exact_resume_runs_first_wherever_the_yaml_puts_it(compose_cfg):
+    from omegaconf import open_dict
+
+    from vitlab.callbacks.exact_resume import ExactResume
+    from vitlab.train import build
+
+    cfg = compose_cfg(["trainer.max_epochs=1"])
+    with open_dict(cfg):
+        exact = cfg.callbacks.pop("exact_resume")
+        cfg.callbacks["exact_resume"] = exact  # now last in the mapping
+    assert list(cfg.callbacks)[-1] == "exact_resume"
+    _, _, trainer = build(cfg)
+    assert isinstance(trainer.callbacks[0], ExactResume)

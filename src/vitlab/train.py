@@ -56,6 +56,9 @@ def build(cfg: DictConfig, plan: BatchPlan | None = None):
     datamodule = instantiate(cfg.data, batch_size=plan.device_batch, **fixed)
     budget = step_budget(cfg, datamodule, plan)  # equal steps at every data size, or None
     callbacks = instantiate_dict(cfg.get("callbacks"))
+    # callbacks that must see a hook before the others say so (ExactResume.runs_first), whatever
+    # their place in the YAML; the rest keep their order (a stable sort)
+    callbacks.sort(key=lambda c: not getattr(c, "runs_first", False))
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     trainer = instantiate(cfg.trainer, accumulate_grad_batches=plan.accumulate, callbacks=callbacks,

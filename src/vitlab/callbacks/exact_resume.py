@@ -26,6 +26,7 @@ import lightning as L
 import torch.distributed as dist
 
 from ..errors import ConfigError
+from ..internals import reload_train_loader, restarted_mid_epoch, set_logging_step
 from .metric_state import metric_states, restore_metric_states
 from .rng_state import _world
 
@@ -38,6 +39,8 @@ def _batches(trainer) -> dict[str, int]:
 
 
 class ExactResume(L.Callback):
+    runs_first = True  # it puts the logging step back before any other callback logs (train.build)
+
     def __init__(self):
         self._batches: dict[str, int] = {}
         self._fix_log_step = False
@@ -73,11 +76,9 @@ class ExactResume(L.Callback):
 
     def on_train_start(self, trainer, pl_module):
         if trainer.ckpt_path:  # resumed, at an epoch's end or in the middle of one
-            loop = trainer.fit_loop
-            loop._combined_loader = None  # Lightning's own way to reload: setup_data builds anew
-            loop.setup_data()
-            self._fix_log_step = loop.restarted_mid_epoch
-            if loop.restarted_mid_epoch and self._saved_metrics:
+            reload_train_loader(trainer)
+            self._fix_log_step = restarted_mid_epoch(trainer)
+            if self._fix_log_step and self._saved_metrics:
                 restore_metric_states(pl_module, self._saved_metrics, *_world())
         self._saved_metrics = None
 
@@ -88,5 +89,5 @@ class ExactResume(L.Callback):
         # logged one step late. One optimiser per step (automatic optimisation): the logging
         # step is the global step. This callback comes first, before the LR monitor logs.
         if self._fix_log_step:
-            trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+            set_logging_step(trainer, trainer.global_step)
             self._fix_log_step = False

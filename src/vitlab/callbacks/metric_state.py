@@ -17,6 +17,8 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat, dim_zero_sum
 
+from ..internals import metric_reduction, metric_state_names, metric_updates, set_metric_updates
+
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +33,8 @@ def _cpu(value):
 
 def metric_states(module: nn.Module) -> dict[str, dict]:
     """This process's accumulators, on the CPU, in plain types (a checkpoint loads weights_only)."""
-    return {name: {"count": m._update_count, "states": {s: _cpu(getattr(m, s)) for s in m._defaults}}
+    return {name: {"count": metric_updates(m),
+                   "states": {s: _cpu(getattr(m, s)) for s in metric_state_names(m)}}
             for name, m in train_metrics(module).items()}
 
 
@@ -39,9 +42,9 @@ def _fold(name: str, metric: Metric, ranks: list[dict]) -> dict | None:
     """The accumulators of several processes as one process's: sums added, lists joined (what
     the metric's own sync does). None where a state reduces otherwise."""
     states = {}
-    for s in metric._defaults:
+    for s in metric_state_names(metric):
         values = [r[name]["states"][s] for r in ranks]
-        reduce = metric._reductions.get(s)
+        reduce = metric_reduction(metric, s)
         if reduce is dim_zero_sum:
             states[s] = torch.stack(values).sum(0)
         elif reduce is dim_zero_cat:
@@ -71,5 +74,4 @@ def restore_metric_states(module: nn.Module, ranks: list[dict], rank: int, world
         device = metric.device
         for s, value in saved["states"].items():
             setattr(metric, s, [v.to(device) for v in value] if isinstance(value, list) else value.to(device))
-        metric._update_count = saved["count"]
-        metric._computed = None
+        set_metric_updates(metric, saved["count"])

@@ -24,6 +24,7 @@ import subprocess
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
+from ..internals import cluster_environment, hpc_save_path
 from .guards import check_due
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class SlurmRequeue(L.Callback):
         self._previous = None
 
     def setup(self, trainer, pl_module, stage):  # before Lightning registers its handlers
-        env = trainer._accelerator_connector.cluster_environment
+        env = cluster_environment(trainer)
         if stage != "fit" or not (isinstance(env, SLURMEnvironment) and env.auto_requeue):
             return
         self._signal = env.requeue_signal or signal.SIGUSR1
@@ -86,7 +87,7 @@ class SlurmRequeue(L.Callback):
             signalled = trainer.strategy.reduce_boolean_decision(signalled, all=False)
         if not signalled:
             return
-        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        path = hpc_save_path(trainer)
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             job = _job_id()

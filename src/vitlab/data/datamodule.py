@@ -10,6 +10,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import ConfigError, DataError
+from ..internals import batches_processed, batches_ready, restarted_mid_epoch
 from .device_augment import device_augment, runs_on_device
 from .keyed import KeyedSampler, KeyedTransform
 from .mix import BatchMix
@@ -180,7 +181,7 @@ class ImageDataModule(L.LightningDataModule):
         trainer = self.trainer
         if self.mix is None or trainer is None or not trainer.training:
             return batch
-        batch_idx = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        batch_idx = batches_ready(trainer)
         mixed = self.mix(batch[0], batch[1], seed=(torch.initial_seed(), trainer.global_rank,
                                                    trainer.current_epoch, batch_idx))
         return (*mixed, *batch[2:])  # anything after (images, labels) passes through: sample ids
@@ -190,10 +191,10 @@ class ImageDataModule(L.LightningDataModule):
         or SLURM requeue checkpoint), from the loop counters Lightning restored; else (0, 0).
         callbacks.exact_resume rebuilds the loader once they are restored."""
         trainer = self.trainer
-        if trainer is None or not trainer.fit_loop.restarted_mid_epoch:
+        if trainer is None or not restarted_mid_epoch(trainer):
             return 0, 0
         # processed, not completed: a SIGTERM checkpoint is saved after its step ran, before it completed
-        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return trainer.current_epoch, batches_processed(trainer)
 
     def train_dataloader(self) -> DataLoader | DeviceLoader:
         if self.on_device:

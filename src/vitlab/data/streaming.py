@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from ..errors import ConfigError, DataError
+from ..internals import batches_ready
 from .datamodule import ImageDataModule
 from .keyed import OwnStreams
 from .shards import MANIFEST, decode, read_manifest, require_litdata
@@ -126,7 +127,7 @@ class TrainerSyncedLoader:
         if trainer is None:  # outside a Trainer: litdata counts the passes as epochs
             yield from self.loader
             return
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready if trainer.training else 0
+        done = batches_ready(trainer) if trainer.training else 0
         self._position(trainer.current_epoch, done)
         self.saved = None  # the next epochs start fresh
         yield from self.loader
