@@ -103,6 +103,7 @@ def test_in_process_training_loaders_touch_no_model_generator(augment, mix, on_d
     _check(dm, device_rng_calls)
 
 
+@pytest.mark.slow
 def test_loader_workers_touch_no_model_generator(device_rng_calls):
     dm = _datamodule("data/augment=randaugment", "data/mix=mixup_cutmix", "data.num_workers=2")
     _check(dm, device_rng_calls)
@@ -115,6 +116,7 @@ def test_the_digits_default_loader_touches_no_model_generator(device_rng_calls):
     _check(dm, device_rng_calls)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_streaming_loaders_touch_no_model_generator(workers, tmp_path, device_rng_calls):
     pytest.importorskip("litdata")

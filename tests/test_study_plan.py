@@ -36,6 +36,7 @@ def test_equal_epochs_stay_an_explicit_choice_and_steps_can_be_set():
     assert compose_config(["experiment=hybrid_vs_pure"]).study.equal_steps is True
 
 
+@pytest.mark.slow
 def test_two_fractions_of_a_data_size_study_end_at_the_same_step(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_entry("train.py", [
