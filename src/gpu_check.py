@@ -43,8 +43,6 @@ SMALL_IMAGES = {"vit_micro", "vit_lite", "vit_hybrid", "vit_hybrid_lite", "cct_7
 # count would change there) are refused by the model, by design, so they are not tried with it
 LATE_CLASS_TOKEN = {"convit_tiny"}
 IN_ATTENTION = {"relative", "relative_bias", "rope_2d"}
-# the lecture's baselines are no ViTs: no positional variants, no toy ViT sizes; 32 px presets
-BASELINES = {"mlp", "cnn", "rnn"}
 NO_FIGURES = ["~callbacks.attention", "~callbacks.confusion_matrix", "~callbacks.pos_similarity"]
 QUIET = ["trainer.enable_progress_bar=false", *NO_FIGURES]
 NO_CHECKPOINTS = ["~callbacks.model_checkpoint", "~callbacks.last_checkpoint"]  # a few steps: nothing to keep
@@ -135,7 +133,7 @@ class Check:
     def presets(self) -> Result:
         models, variants = presets("model"), presets("model/pos_embed")
         late = sorted(LATE_CLASS_TOKEN & set(models))
-        baselines = sorted(BASELINES & set(models))
+        baselines = [m for m in models if not is_vit(m)]
         models = [m for m in models if m not in late and m not in baselines]
         if self.dry:  # toy sizes on a CPU: every preset once, every variant on one preset
             sweeps = [(models, ["learned_1d"], 64, 1), (late, ["learned_1d"], 64, 2),
@@ -259,6 +257,28 @@ class Check:
 
 def rounded(x: float | None, digits: int = 4) -> float | None:
     return None if x is None else round(x, digits)
+
+
+def is_vit(preset: str) -> bool:
+    """The lecture's baselines (MLP, CNN, RNN, any size) are no ViTs: no positional variants, no toy
+    ViT sizes, 32 px. Asked of the class the preset's `_target_` names, followed through the config it
+    extends (`- cnn`, `- base@_here_: vit`), not of its name."""
+    from omegaconf import OmegaConf
+
+    from vitlab.model_kind import target_class
+
+    path = ROOT / "conf" / "model" / f"{preset}.yaml"
+    while True:
+        node = OmegaConf.load(path)
+        if "_target_" in node:
+            return getattr(target_class(node), "kind", None) == "vit"
+        extends = [d if isinstance(d, str) else f"{k.split('@')[0]}/{v}"
+                   for d in node.get("defaults", []) if d != "_self_"
+                   for k, v in ([(d, None)] if isinstance(d, str) else d.items())
+                   if isinstance(d, str) or k.endswith("@_here_")]
+        if not extends:
+            return False
+        path = ROOT / "conf" / "model" / f"{extends[0]}.yaml"
 
 
 def by_image_size(models: list[str]) -> list[tuple[int, list[str]]]:

@@ -57,8 +57,10 @@ def main(cfg: DictConfig) -> None:
         elif isinstance(values, dict):
             print(f"{name}: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                             for k, v in values.items()}))
-        else:
+        elif isinstance(values, float):
             print(f"{name}: {values:.4f}")
+        else:  # the probes' settings, e.g. fill: black
+            print(f"{name}: {values}")
     print(f"summary: {Path(cfg.paths.output_dir) / 'summary.json'}")
 
 

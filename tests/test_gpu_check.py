@@ -34,3 +34,11 @@ def test_dry_run_runs_every_step_at_toy_sizes_on_the_cpu(tmp_path):
     assert ratios <= set(steps["bench_path"]["figures"])
     assert 0 <= steps["cifar_recipe"]["figures"]["test_acc"] <= 1
     assert "presets" in result.stdout and "figures" in result.stdout  # the table
+
+
+def test_the_baselines_are_told_by_the_class_each_preset_builds():
+    """A new baseline preset (cnn_small extends cnn) must not be tried with positional variants."""
+    import gpu_check
+
+    baselines = {m for m in gpu_check.presets("model") if not gpu_check.is_vit(m)}
+    assert baselines == {"mlp", "cnn", "cnn_small", "rnn"}

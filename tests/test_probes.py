@@ -222,9 +222,9 @@ def test_probe_command_runs_on_a_trained_run_folder(tmp_path):
     test_acc = trained["test"]["test/acc"]
     probes = summary["probes"]
     asked = {"shift", "shift_circular", "shift_consistency", "shuffle", "occlusion", "cka"}
-    assert summary["images"] == 64 and set(probes) == asked
+    assert summary["images"] == 64 and set(probes) == asked | {"fill"} and probes["fill"] == "black"
     # the training run probed its best checkpoint itself, in the same layout, and timed it
-    assert trained["status"] == "completed" and set(trained["probes"]) == asked
+    assert trained["status"] == "completed" and set(trained["probes"]) == asked | {"fill"}
     assert trained["probe_images"] == 256 and 0 < trained["probe_time_s"] and 0 < trained["fit_time_s"]
     # unperturbed, the probes see what the test saw (on the first 64 of its images)
     assert probes["shift"]["0"] == probes["shuffle"]["1"] == probes["occlusion"]["0.0"]
