@@ -137,7 +137,8 @@ def answer_section(runs: list, keys: list[str], frac_key: str | None, given: dic
     note = ("Convergence was not recorded by these runs (older than the flag): no arm could be "
             "checked for still improving." if all(f is None for f in flags) else
             "Arms still improving (validation gain over the last quarter of training at or above "
-            "the threshold, summary.json `convergence`) are marked and not answered.")
+            "the threshold, or above the validation set's 95 % binomial noise where that is larger; "
+            "summary.json `convergence`) are marked and not answered.")
     equal = [r.metrics.get("equal_steps") for r in runs if r.status == "completed"]
     if frac_key and all(equal):
         note += " Every data size trained the same optimiser steps (study.equal_steps)."

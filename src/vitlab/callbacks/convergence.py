@@ -7,6 +7,8 @@ the report marks and excludes arms whose runs were still improving.
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 
 
@@ -25,12 +27,27 @@ def last_quarter_gain(curve: list[tuple[int, float]], total_steps: int) -> float
     return max(after) - max(before)
 
 
-def convergence(curve: list[tuple[int, float]], total_steps: int, threshold: float) -> dict:
-    """The summary's record: converged when the last quarter gained less than `threshold`."""
+def noise(accuracy: float, images: int | None) -> float | None:
+    """Half-width of a 95 % binomial band on a validation accuracy measured on `images` images,
+    1.96 sqrt(p (1 - p) / n): a gain inside it is one the validation set's size cannot tell from
+    noise (on the digits' 144 images, one image is 0.7 points and the band at 95 % is 3.6)."""
+    if not images:
+        return None
+    return 1.96 * math.sqrt(accuracy * (1 - accuracy) / images)
+
+
+def convergence(curve: list[tuple[int, float]], total_steps: int, threshold: float,
+                val_images: int | None = None) -> dict:
+    """The summary's record: converged when the last quarter gained less than `threshold` and less
+    than the validation set's noise (when its size is known)."""
     gain = last_quarter_gain(curve, total_steps)
+    best_before = max((acc for step, acc in curve if step <= 0.75 * total_steps), default=None)
+    band = noise(best_before, val_images) if best_before is not None else None
+    needed = max(threshold, band or 0.0)
     return {"last_quarter_gain": None if gain is None else round(gain, 6),
-            "converged": None if gain is None else gain < threshold,
-            "threshold": threshold, "validations": len(curve)}
+            "converged": None if gain is None else gain < needed,
+            "threshold": threshold, "val_images": val_images,
+            "noise": None if band is None else round(band, 6), "validations": len(curve)}
 
 
 class Convergence(L.Callback):
@@ -44,11 +61,19 @@ class Convergence(L.Callback):
         self.stopped_at: int | None = None
         self._waited = 0
         self.trained_steps = 0
+        self.val_images: int | None = None  # how many images val/acc is measured on
+        self._counted = 0
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking and self.val_images is None:
+            self._counted += len(batch[0])
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         value = float(trainer.callback_metrics[self.monitor])
+        if self.val_images is None:  # the first validation's count (every rank's share, DDP)
+            self.val_images = self._counted * getattr(trainer, "world_size", 1) or None
         best = max((acc for _, acc in self.curve), default=None)
         self.curve.append((trainer.global_step, value))
         self._waited = 0 if best is None or value > best + self.min_delta else self._waited + 1
@@ -61,10 +86,11 @@ class Convergence(L.Callback):
         if not self.curve:
             return {}
         total = self.trained_steps or self.curve[-1][0]  # the steps trained (to an early stop)
-        record = convergence(self.curve, total, self.threshold)
+        record = convergence(self.curve, total, self.threshold, self.val_images)
         record.update(early_stopping=self.patience is not None, stopped_early=self.stopped_at is not None,
                       stopped_at_step=self.stopped_at)
         return {"convergence": record}
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.trained_steps = trainer.global_step
+
