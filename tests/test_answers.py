@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from vitlab.answers import answer_lines, answer_section, paired_interval, reference_arm, t_quantile
+from vitlab.answers import (answer_lines, answer_question, answer_section, paired_interval, reference_arm,
+                            t_quantile)
 from vitlab.report import Run, load_sweep, study_keys
 
 KEPT = Path(__file__).resolve().parents[1] / "docs" / "results" / "data"
@@ -43,6 +44,49 @@ def test_runs_pair_by_seed_and_still_improving_arms_are_not_answered():
     assert lines[0] == "- cnn − pure at 10 % of the data: +10.0 pts [+10.0, +10.0], 3 seeds"
     assert lines[1] == ("- gpsa − pure at 10 % of the data: not stated, gpsa still improving at the end "
                         "of training")
+
+
+def _grid(top1, probe=lambda bias, frac, s: 0.5, converged=True, equal_steps=True):
+    """bias x fraction x 3 seeds, each run's top-1 and shuffle probe from the given functions."""
+    return [Run(f"{bias}/{frac}/{s}", {"bias": bias, "data.train_fraction": frac, "seed": str(s)},
+                "completed", {"top1": top1(bias, float(frac), s), "converged": converged, "seed": s,
+                                "equal_steps": equal_steps},
+                figure_data={"probes": {"shuffle": {"4": probe(bias, float(frac), s)}}})
+            for bias in ("pure", "hybrid", "cnn") for frac in ("0.1", "1.0") for s in range(3)]
+
+
+def test_a_question_is_one_paired_comparison_with_its_known_answer():
+    # the hybrid leads by 20 + s points at 10 % and by 2 at full data: +20, +21, +22 at 10 %
+    lead = {("hybrid", 0.1): 20, ("hybrid", 1.0): 2, ("cnn", 0.1): 10, ("cnn", 1.0): -1}
+    runs = _grid(lambda b, f, s: 0.5 + (lead.get((b, f), 0) + (s if f == 0.1 and b == "hybrid" else 0)) / 100)
+    small = answer_question(runs, {"ask": "Small?", "arm": {"bias": "hybrid"}, "at": {"data.train_fraction": 0.1}})
+    assert small.label == "hybrid − pure at 10 % of the data" and small.paired.mean == pytest.approx(21.0)
+    assert (small.paired.low, small.paired.high) == pytest.approx((21 - 2.4843, 21 + 2.4843), abs=1e-3)
+    assert small.verdict == "+21.0 pts" and small.interval == "[+18.5, +23.5], 3 seeds"
+    # a difference of differences: the lead at 10 % minus the lead at full data, +19 +- 2.5
+    shrink = answer_question(runs, {"ask": "Largest at small data?", "arm": {"bias": "hybrid"},
+                                    "at": {"data.train_fraction": 0.1},
+                                    "minus_at": {"data.train_fraction": 1.0}})
+    assert shrink.paired.mean == pytest.approx(19.0) and shrink.paired.detected
+    assert "minus the same at 100 % of the data" in shrink.label
+    # the best arm against the runner-up, on a probe's number: cnn 0.9, hybrid 0.8 + s / 100 at 10 %
+    runs = _grid(lambda b, f, s: 0.5, probe=lambda b, f, s: {"cnn": 0.9, "hybrid": 0.8 + s / 100}.get(b, 0.1))
+    best = answer_question(runs, {"ask": "Which?", "best": "bias", "measure": "probes.shuffle.4",
+                                  "at": {"data.train_fraction": 0.1}})
+    assert best.label == "cnn − hybrid at 10 % of the data (probes.shuffle.4)"
+    assert best.paired.mean == pytest.approx(9.0) and best.paired.seeds == 3
+
+
+def test_a_question_on_still_improving_runs_is_not_stated():
+    runs = _grid(lambda b, f, s: 0.5 + s / 10, converged=False)
+    answer = answer_question(runs, {"ask": "?", "arm": {"bias": "cnn"}, "at": {"data.train_fraction": 1.0}})
+    assert answer.paired is None and answer.verdict.startswith("not stated: still improving")
+    assert answer.interval == "—"
+    # older runs: no flag, equal epochs; answered, saying what could not be checked
+    old = answer_question(_grid(lambda b, f, s: 0.5 + s / 10, converged=None, equal_steps=None),
+                          {"ask": "?", "arm": {"bias": "cnn"}, "at": {"data.train_fraction": 1.0}})
+    assert old.verdict == ("+0.0 pts, no detectable difference (convergence not recorded; equal epochs, "
+                           "not equal steps)")
 
 
 def test_the_reference_is_the_pure_vit_from_scratch_or_learned_1d():

@@ -17,7 +17,9 @@ from vitlab.results_site import build, keep
 
 DATA = ROOT / "docs" / "results" / "data"
 META = {"title": "Pure vs hybrid", "command": "python src/train.py experiment=hybrid_vs_pure seed=0,1",
-        "machine": "2-core CPU", "date": "2026-12-01"}
+        "machine": "2-core CPU", "date": "2026-12-01",
+        "questions": [{"ask": "Does the hybrid lead at 10 %?", "arm": {"model": "vit_hybrid"},
+                       "at": {"data.train_fraction": 0.1}}]}
 
 
 def make_sweep(root: Path) -> Path:
@@ -33,8 +35,10 @@ def make_sweep(root: Path) -> Path:
                     [f"model={model}", f"data.train_fraction={frac}", f"seed={seed}"]))
                 (job / "checkpoints").mkdir()
                 (job / "checkpoints" / "best.ckpt").write_bytes(b"weights")
-                summary = {"status": "completed", "test": {"test/acc": 0.5 + 0.1 * seed + float(frac) / 4},
-                           "parameters": 1000, "images_per_sec": 10.0, "wall_time_s": 1.0,
+                lead = 0.05 + 0.002 * seed if (model, frac) == ("vit_hybrid", "0.1") else 0.0
+                summary = {"status": "completed", "test": {"test/acc": 0.5 + 0.1 * seed + float(frac) / 4 + lead},
+                           "parameters": 1000, "images_per_sec": 10.0, "wall_time_s": 1.0, "seed": seed,
+                           "convergence": {"converged": True}, "budget": {"equal_steps": True},
                            "attention_distance": [[1.0 + seed, 2.0], [3.0, 4.0 + seed]]}
                 if model == "vit_micro":
                     summary["pos_similarity"] = {"grid": [2, 2], "values": [[1.0, 0.5, 0.0, -0.5]] * 4}
@@ -61,9 +65,13 @@ def test_a_kept_study_is_trimmed_and_drawn_with_its_provenance(tmp_path):
     assert report.count("python src/train.py experiment=hybrid_vs_pure seed=0,1") == 1
     assert report.index("Machine: 2-core CPU") < report.index("## Answer") < report.index("## Ranking")
     assert "| 0.1 | vit_micro | 2/2 | 0.5750 ± 0.0707 |" in report
+    # the question meta.yaml names: first on the page, and one row of the index's table
+    assert "- **Does the hybrid lead at 10 %?** vit_hybrid − vit_micro at 10 % of the data" in report
     index = (root / "index.md").read_text()
-    assert "## [Pure vs hybrid](data/hybrid/report.md)" in index
-    assert "![hybrid](data/hybrid/accuracy_vs_fraction.png)" in index and caption in index
+    assert "| question | answer | 95 % interval | study |" in index
+    assert ("| Does the hybrid lead at 10 %? | vit_hybrid − vit_micro at 10 % of the data: +5.1 pts | "
+            "[+3.8, +6.4], 2 seeds | [hybrid](data/hybrid/report.md) |") in index
+    assert "- [Pure vs hybrid](data/hybrid/report.md) (2026-12-01)" in index
 
 
 def test_figures_are_averaged_over_seeds_and_drawn_only_where_the_data_is(tmp_path):

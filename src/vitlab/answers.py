@@ -5,6 +5,20 @@ answer is mean(d) with a 95 % Student-t interval, mean(d) +- t_{0.975, n-1} sd(d
 points of test accuracy. An interval that contains 0 reads "no detectable difference"; one seed
 gives no interval; an arm whose runs were still improving at the end of training (summary.json
 `convergence.converged` false) is marked and not answered.
+
+A kept study names the questions it exists for in its meta.yaml (`questions:`), each one paired
+comparison, answered first on its page and gathered into the results index:
+
+    - ask: Does the small CNN lead the pure ViT at small data?
+      arm: {bias: cnn_small}              # against the study's reference arm (or `reference:`)
+      at: {data.train_fraction: 0.1}      # the other keys held fixed
+    - ask: Is the hybrid's advantage largest at small data?
+      arm: {model: vit_hybrid}
+      at: {data.train_fraction: 0.1}
+      minus_at: {data.train_fraction: 1.0}  # a difference of differences, paired by seed
+    - ask: Which positional variant degrades least at 48 px?
+      best: model/pos_embed               # the arm of highest mean against the runner-up
+      measure: probes.resolution.48       # a number in summary.json (default: test top-1)
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ from dataclasses import dataclass
 REFERENCES = {"bias": "pure", "model/pos_embed": "learned_1d", "module.distill.type": "none",
               "transfer.init": "scratch", "ssl.init": "scratch"}
 INTERVAL = "95 % Student-t interval over seeds (t quantile from scipy.stats)"
+FRACTION_KEYS = ("data.train_fraction", "data.samples_per_class")  # a data-size axis (report.py's)
 
 
 def t_quantile(df: int) -> float:
@@ -128,7 +143,119 @@ def answer_lines(runs: list, keys: list[str], frac_key: str | None, given: dict 
     return lines or ["No arm shares a seed with the reference arm: nothing to pair."]
 
 
-def answer_section(runs: list, keys: list[str], frac_key: str | None, given: dict | None = None) -> list[str]:
+def measured(run, measure: str = "top1") -> float | None:
+    """Test top-1, or the number at a dotted path of the run's summary figure data
+    (`probes.shuffle.4`: accuracy with the patches shuffled in 4 x 4 blocks)."""
+    if measure == "top1":
+        return run.metrics.get("top1")
+    node = run.figure_data
+    for part in measure.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return float(node) if isinstance(node, int | float) else None
+
+
+def _same(value, wanted) -> bool:
+    if value is None:
+        return False
+    try:
+        return float(value) == float(wanted)
+    except (TypeError, ValueError):
+        return str(value) == str(wanted)
+
+
+def _by_seed(runs: list, where: dict, measure: str) -> dict:
+    """seed -> run, for the completed runs matching every key of `where` that measured `measure`."""
+    return {r.params.get("seed", r.metrics.get("seed")): r for r in runs
+            if r.status == "completed" and measured(r, measure) is not None
+            and all(_same(r.params.get(k), v) for k, v in where.items())}
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One question of a study, answered from its runs (or not, and why)."""
+    ask: str
+    label: str                  # the comparison: "cnn_small − pure at 10 % of the data"
+    paired: Paired | None       # None: not stated
+    why: str = ""               # why not stated
+    caveat: str = ""            # what the runs could not check (older runs: no convergence flag)
+
+    @property
+    def verdict(self) -> str:
+        if self.paired is None:
+            return f"not stated: {self.why}"
+        if self.paired.low is None:
+            return f"{_pts(self.paired.mean)} pts, 1 seed: no interval possible"
+        text = f"{_pts(self.paired.mean)} pts" + ("" if self.paired.detected else
+                                                  ", no detectable difference")
+        return text + (f" ({self.caveat})" if self.caveat else "")
+
+    @property
+    def interval(self) -> str:
+        p = self.paired
+        if p is None or p.low is None:
+            return "—"
+        return f"[{_pts(p.low)}, {_pts(p.high)}], {p.seeds} seeds"
+
+
+def answer_question(runs: list, question: dict, given: dict | None = None) -> Answered:
+    """The paired comparison a meta.yaml question names (module docstring)."""
+    ask, measure = str(question["ask"]), str(question.get("measure", "top1"))
+    at = dict(question.get("at") or {})
+    if "best" in question:  # the arm of highest mean against the runner-up, at `at`
+        key = str(question["best"])
+        values = {r.params.get(key) for r in runs if r.params.get(key) is not None}
+        means = {v: statistics.fmean(measured(r, measure) for r in side.values())
+                 for v in values if (side := _by_seed(runs, {**at, key: v}, measure))}
+        if len(means) < 2:
+            return Answered(ask, key, None, f"fewer than two arms of {key} measured {measure}")
+        first, second = sorted(means, key=means.get, reverse=True)[:2]
+        arm, reference = {key: first}, {key: second}
+    else:
+        arm = dict(question["arm"])
+        reference = dict(question.get("reference") or {})
+        if not reference:
+            values = {k: {r.params.get(k) for r in runs} for k in arm}
+            reference = reference_arm(values, given)
+        if set(reference) != set(arm):
+            return Answered(ask, str(arm), None, "no reference arm for " + ", ".join(arm))
+    label = f"{_arm_label(list(arm), tuple(arm.values()))} − {_arm_label(list(reference), tuple(reference.values()))}"
+    label += _where(at, None)
+    if measure != "top1":
+        label += f" ({measure})"
+    sides = [_by_seed(runs, {**arm, **at}, measure), _by_seed(runs, {**reference, **at}, measure)]
+    minus = question.get("minus_at")
+    if minus:
+        label += f", minus the same{_where(dict(minus), None)}"
+        sides += [_by_seed(runs, {**arm, **minus}, measure), _by_seed(runs, {**reference, **minus}, measure)]
+    seeds = sorted(set.intersection(*(set(side) for side in sides)), key=str)
+    if not seeds:
+        return Answered(ask, label, None, "no seed ran every arm it compares")
+    improving = sorted({r.name for side in sides for s in seeds
+                        if (r := side[s]).metrics.get("converged") is False})
+    if improving:
+        return Answered(ask, label, None, f"still improving at the end of training ({len(improving)} "
+                        f"of {len(sides) * len(seeds)} runs: {', '.join(improving[:4])})")
+    used = [side[s] for side in sides for s in seeds]
+    caveats = []
+    if any(r.metrics.get("converged") is None for r in used):
+        caveats.append("convergence not recorded")
+    if any(k in FRACTION_KEYS for k in {**at, **(minus or {})}) and \
+            not all(r.metrics.get("equal_steps") for r in used):
+        caveats.append("equal epochs, not equal steps")
+    diffs = []
+    for s in seeds:
+        v = [measured(side[s], measure) for side in sides]
+        diffs.append(100 * ((v[0] - v[1]) - (v[2] - v[3] if minus else 0.0)))
+    return Answered(ask, label, paired_interval(diffs), caveat="; ".join(caveats))
+
+
+def question_lines(answers: list[Answered]) -> list[str]:
+    return [f"- **{a.ask}** {a.label}: {a.verdict}" + (f" {a.interval}" if a.interval != "—" else "")
+            for a in answers]
+
+
+def answer_section(runs: list, keys: list[str], frac_key: str | None, given: dict | None = None,
+                   questions: list | None = None) -> list[str]:
     """The report's `## Answer` block: how the lines are made, then the lines."""
     if not any(r.metrics.get("top1") is not None for r in runs if r.status == "completed"):
         return []  # no accuracy (a throughput benchmark): no question of this kind
@@ -145,7 +272,9 @@ def answer_section(runs: list, keys: list[str], frac_key: str | None, given: dic
     elif frac_key and not any(equal):
         note += (" These runs trained equal epochs at every data size (fewer optimiser steps on less "
                  "data): a small-data difference may be one of steps, not of data.")
+    asked = question_lines([answer_question(runs, q, given) for q in questions or []])
     return ["## Answer", "",
             f"Each arm minus the reference arm in test top-1, paired by seed (points): mean and "
             f"{INTERVAL}; an interval containing 0 is no detectable difference. {note}", "",
+            *(["The questions this study exists for:", "", *asked, "", "Every arm:", ""] if asked else []),
             *lines, ""]

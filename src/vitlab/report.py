@@ -31,10 +31,9 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure
 
-from .answers import answer_section
+from .answers import FRACTION_KEYS, answer_section
 from .report_probes import probe_parts
 
-FRACTION_KEYS = ("data.train_fraction", "data.samples_per_class")
 META = "meta.yaml"     # optional: title, command, machine, date of a kept study (docs/results/data/)
 TUNING = "tuned.yaml"  # hydra/sweeper=tuned's record: per configuration, its trials and chosen values
 METRICS = ("top1", "top5", "parameters", "images_per_sec", "wall_time_s",
@@ -465,7 +464,7 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
             parts += [str(meta["note"]).strip(), ""]
     answer_keys = [k for k in keys if not tuning or k not in searched(tuning)]  # tuned lr: per arm
     parts += answer_section(ranked, answer_keys, next((k for k in FRACTION_KEYS if k in keys), None),
-                            meta.get("reference"))
+                            meta.get("reference"), meta.get("questions"))
     parts += [f"{count}, {done} completed. Common overrides: "
               + (", ".join(f"`{k}={v}`" for k, v in common.items()) or "none") + ".", ""]
     if tuning:

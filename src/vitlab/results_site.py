@@ -2,7 +2,8 @@
 
 `python -m vitlab.results_site docs/results` (what `make results` runs) reports every folder of
 `docs/results/data/<study>/` with `vitlab.report` (report.md and its figures, written in that
-folder) and writes `docs/results/index.md`, which links each study with its headline figure.
+folder) and writes `docs/results/index.md`: one table of every study's questions (its meta.yaml
+`questions:`, vitlab/answers.py), each with its answer, interval and study, then the list of studies.
 Nothing is typed by hand: a kept study is its sweep trimmed to what the report reads
 (`*/.hydra/overrides.yaml`, `*/summary.json`, `tuned.yaml`) and a `meta.yaml` saying how it was
 made (`title`, `command`, `machine`, `date`, optional `note`). Keep a sweep with
@@ -19,11 +20,10 @@ from pathlib import Path
 
 import yaml
 
-from .report import META, TUNING, load_meta, provenance, write_report
+from .answers import INTERVAL, answer_question
+from .report import META, TUNING, load_meta, load_sweep, write_report
 
 KEPT = (".hydra/overrides.yaml", "summary.json")  # per job: all the report reads
-HEADLINE = (  # the figure the index shows, first found
-    "accuracy_vs_fraction.png", "top1.png", "images_per_sec.png")
 
 
 def studies(root: Path) -> list[Path]:
@@ -48,6 +48,21 @@ def keep(sweep: Path, dest: Path, meta: dict) -> Path:
     return dest
 
 
+def question_rows(root: Path, folders: list[Path]) -> list[str]:
+    """The index's table: one row per question a kept study names, answered from its runs."""
+    rows = []
+    for folder in folders:
+        meta = load_meta(folder)
+        if not meta.get("questions"):
+            continue
+        runs, rel = load_sweep(folder), folder.relative_to(root).as_posix()
+        for question in meta["questions"]:
+            a = answer_question(runs, question, meta.get("reference"))
+            cell = f"{a.label}: {a.verdict}".replace("|", "/")
+            rows.append(f"| {a.ask} | {cell} | {a.interval} | [{folder.name}]({rel}/report.md) |")
+    return rows
+
+
 def index_page(root: Path, folders: list[Path]) -> str:
     parts = ["# Results", "",
              "Every study below was run with the command it names, on the machine it names; its "
@@ -56,17 +71,21 @@ def index_page(root: Path, folders: list[Path]) -> str:
              "Nothing here is typed by hand. To add a study, see "
              "[Studies and reports](../guides/studies.md#keeping-a-study-in-the-documentation).", ""]
     if not folders:
-        parts += ["No study is kept yet.", ""]
+        return "\n".join(parts + ["No study is kept yet.", ""])
+    rows = question_rows(root, folders)
+    if rows:
+        parts += ["## The questions and their answers", "",
+                  f"Each answer is a paired difference by seed, in points, with its {INTERVAL}. An arm "
+                  "still improving at the end of training is not answered. Each study's page says "
+                  "how it was run and on what machine.", "",
+                  "| question | answer | 95 % interval | study |", "|---|---|---|---|", *rows, ""]
+    parts += ["## Every kept study", ""]
     for folder in folders:
         meta = load_meta(folder)
         rel = folder.relative_to(root).as_posix()
-        parts += [f"## [{meta.get('title') or folder.name}]({rel}/report.md)", ""]
-        headline = next((name for name in HEADLINE if (folder / name).is_file()), None)
-        if headline:
-            parts += [f"![{folder.name}]({rel}/{headline})", ""]
-        if provenance(meta):
-            parts += [provenance(meta), ""]
-    return "\n".join(parts)
+        when = f" ({meta['date']})" if meta.get("date") else ""
+        parts.append(f"- [{meta.get('title') or folder.name}]({rel}/report.md){when}")
+    return "\n".join(parts + [""])
 
 
 def build(root: str | Path) -> list[Path]:
