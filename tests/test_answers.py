@@ -5,8 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from vitlab.answers import (answer_lines, answer_question, answer_section, paired_interval, reference_arm,
-                            t_quantile)
+from vitlab.answers import (
+    answer_lines,
+    answer_question,
+    answer_section,
+    paired_interval,
+    reference_arm,
+    t_quantile,
+)
 from vitlab.report import Run, load_sweep, study_keys
 
 KEPT = Path(__file__).resolve().parents[1] / "docs" / "results" / "data"
