@@ -65,7 +65,8 @@ def test_a_question_is_one_paired_comparison_with_its_known_answer():
     # the hybrid leads by 20 + s points at 10 % and by 2 at full data: +20, +21, +22 at 10 %
     lead = {("hybrid", 0.1): 20, ("hybrid", 1.0): 2, ("cnn", 0.1): 10, ("cnn", 1.0): -1}
     runs = _grid(lambda b, f, s: 0.5 + (lead.get((b, f), 0) + (s if f == 0.1 and b == "hybrid" else 0)) / 100)
-    small = answer_question(runs, {"ask": "Small?", "arm": {"bias": "hybrid"}, "at": {"data.train_fraction": 0.1}})
+    small = answer_question(runs, {"ask": "Small?", "arm": {"bias": "hybrid"},
+                                   "at": {"data.train_fraction": 0.1}})
     assert small.label == "hybrid − pure at 10 % of the data" and small.paired.mean == pytest.approx(21.0)
     assert (small.paired.low, small.paired.high) == pytest.approx((21 - 2.4843, 21 + 2.4843), abs=1e-3)
     assert small.verdict == "+21.0 pts" and small.interval == "[+18.5, +23.5], 3 seeds"

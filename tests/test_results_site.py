@@ -36,7 +36,8 @@ def make_sweep(root: Path) -> Path:
                 (job / "checkpoints").mkdir()
                 (job / "checkpoints" / "best.ckpt").write_bytes(b"weights")
                 lead = 0.05 + 0.002 * seed if (model, frac) == ("vit_hybrid", "0.1") else 0.0
-                summary = {"status": "completed", "test": {"test/acc": 0.5 + 0.1 * seed + float(frac) / 4 + lead},
+                top1 = 0.5 + 0.1 * seed + float(frac) / 4 + lead
+                summary = {"status": "completed", "test": {"test/acc": top1},
                            "parameters": 1000, "images_per_sec": 10.0, "wall_time_s": 1.0, "seed": seed,
                            "convergence": {"converged": True}, "budget": {"equal_steps": True},
                            "attention_distance": [[1.0 + seed, 2.0], [3.0, 4.0 + seed]]}

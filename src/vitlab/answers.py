@@ -218,7 +218,7 @@ def answer_question(runs: list, question: dict, given: dict | None = None) -> An
             reference = reference_arm(values, given)
         if set(reference) != set(arm):
             return Answered(ask, str(arm), None, "no reference arm for " + ", ".join(arm))
-    label = f"{_arm_label(list(arm), tuple(arm.values()))} − {_arm_label(list(reference), tuple(reference.values()))}"
+    label = " − ".join(_arm_label(list(side), tuple(side.values())) for side in (arm, reference))
     label += _where(at, None)
     if measure != "top1":
         label += f" ({measure})"
