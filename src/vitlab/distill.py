@@ -32,6 +32,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .errors import ConfigError
 from .metrics import epoch_mean
+from .models.vit import prediction
 
 TYPES = ("none", "soft", "hard")
 
@@ -57,11 +58,6 @@ def distillation_term(student: torch.Tensor, teacher: torch.Tensor, kind: str, t
     if kind == "hard":
         return F.cross_entropy(student.float(), teacher.argmax(dim=-1))
     raise ValueError(f"distillation type {kind!r} is not one of soft, hard")
-
-
-def prediction(outputs) -> torch.Tensor:
-    """What a model predicts: a distilled ViT's two heads averaged (timm's evaluation rule)."""
-    return (outputs[0] + outputs[1]) / 2 if isinstance(outputs, tuple) else outputs
 
 
 class Teacher:

@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from .base_module import BaseModule
-from .distill import Distillation, prediction
+from .distill import Distillation
 from .metrics import accuracy_metrics
+from .models.vit import prediction
 from .optim import freeze
 
 

@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from ..distill import prediction
+from ..models.vit import prediction
 from .figures import save_and_log
 
 

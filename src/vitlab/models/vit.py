@@ -24,6 +24,11 @@ POOLS = ("cls", "mean", "seqpool")
 INITS = ("default", "mimetic")
 
 
+def prediction(outputs) -> torch.Tensor:
+    """What a model predicts: a distilled ViT's two heads averaged (timm's evaluation rule)."""
+    return (outputs[0] + outputs[1]) / 2 if isinstance(outputs, tuple) else outputs
+
+
 class VisionTransformer(nn.Module):
     kind = "vit"  # what the checks and the exporters ask of a config's model (vitlab/model_kind.py)
 
