@@ -44,25 +44,25 @@ study-posemb: install ## positional-embedding ablation, reduced: all 7 variants 
 	dir=outputs/studies/posemb_$$(date +%Y-%m-%d_%H-%M-%S); \
 	$(STUDY) experiment=posemb_ablation seed=$(SEEDS) \
 		trainer.max_epochs=$(POSEMB_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
-	$(PY) -m vitlab.report $$dir
+	$(PY) -m vitlab.runs.report $$dir
 
 study-posemb-tuned: install ## the same, fair: lr and weight decay tuned per variant on val (Optuna, 5 trials), best x 3 seeds, all 20 epochs (TUNED_TRIALS=, TUNED_EPOCHS=, SEEDS=); then its report
 	dir=outputs/studies/posemb_tuned_$$(date +%Y-%m-%d_%H-%M-%S); \
 	$(STUDY) experiment=posemb_tuned seed=$(SEEDS) trainer.max_epochs=$(TUNED_EPOCHS) \
 		hydra.sweeper.optuna.n_trials=$(TUNED_TRIALS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
-	$(PY) -m vitlab.report $$dir
+	$(PY) -m vitlab.runs.report $$dir
 
 study-hybrid: install ## pure vs hybrid x data fraction 0.1-1.0, reduced: 2 seeds x 30 epochs (SEEDS=, HYBRID_EPOCHS=); then its report
 	dir=outputs/studies/hybrid_$$(date +%Y-%m-%d_%H-%M-%S); \
 	$(STUDY) experiment=hybrid_vs_pure seed=$(SEEDS) trainer.max_epochs=$(HYBRID_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) \
 		|| echo "some runs failed: listed in the report"; \
-	$(PY) -m vitlab.report $$dir
+	$(PY) -m vitlab.runs.report $$dir
 
 study-inductive-bias: install ## 8 inductive-bias variants (mimetic init included) + the MLP, RNN and CNN baselines x fraction 0.1/0.25/1.0, reduced: 1 seed x 20 epochs (SEEDS=, BIAS_EPOCHS=, BIAS_FRACTIONS=), each run probed after its test; then its report
 	dir=outputs/studies/inductive_bias_$$(date +%Y-%m-%d_%H-%M-%S); \
 	$(STUDY) experiment=inductive_bias seed=$(SEEDS) data.train_fraction=$(BIAS_FRACTIONS) \
 		trainer.max_epochs=$(BIAS_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
-	$(PY) -m vitlab.report $$dir
+	$(PY) -m vitlab.runs.report $$dir
 
 DISTILL_FRACTIONS ?= 0.25,1.0
 TEACHER_EPOCHS ?= 10
@@ -77,7 +77,7 @@ study-distill: install ## DeiT distillation, reduced: vit_hybrid and cnn teacher
 	$(STUDY) experiment=distill distill.teachers_dir=$$dir/teachers seed=$(SEEDS) \
 		data.train_fraction=$(DISTILL_FRACTIONS) trainer.max_epochs=$(DISTILL_EPOCHS) $(DISTILL_PACK) \
 		hydra.sweep.dir=$$dir/students $(ARGS) || echo "some runs failed: listed in the report"; \
-	$(PY) -m vitlab.report $$dir/students
+	$(PY) -m vitlab.runs.report $$dir/students
 
 # any CIFAR-10 image folder, e.g. `unzip -q ../shared/datasets/cifar10-jpg.zip -d data/`
 CIFAR_DIR ?= data/cifar10
@@ -91,7 +91,7 @@ study-transfer: install ## pre-train vit_micro and vit_hybrid on 10 % of CIFAR-1
 	$(STUDY) experiment=transfer transfer.pretrain_dir=$$dir/pretrain seed=$(SEEDS) \
 		trainer.max_epochs=$(TRANSFER_EPOCHS) hydra.sweep.dir=$$dir/finetune $(ARGS) \
 		|| echo "some runs failed: listed in the report"; \
-	$(PY) -m vitlab.report $$dir/finetune
+	$(PY) -m vitlab.runs.report $$dir/finetune
 
 # MAE on the digits' own images and on 20 % of CIFAR-10's (labels unused, about equal steps), then the
 # digits' labels at each fraction. Full version: `python src/train.py experiment=ssl_transfer` after longer MAE runs.
@@ -110,10 +110,10 @@ study-mae: install ## MAE pre-training on the digits' images and on CIFAR-10's (
 	$(STUDY) experiment=ssl_transfer ssl.pretrain_dir=$$dir/pretrain seed=$(SEEDS) \
 		data.train_fraction=$(SSL_FRACTIONS) trainer.max_epochs=$(SSL_EPOCHS) hydra.sweep.dir=$$dir/finetune $(ARGS) \
 		|| echo "some runs failed: listed in the report"; \
-	$(PY) -m vitlab.report $$dir/finetune
+	$(PY) -m vitlab.runs.report $$dir/finetune
 
 report: install ## table and plots of a sweep folder: make report SWEEP=outputs/train/multiruns/<time>
-	$(PY) -m vitlab.report $(SWEEP)
+	$(PY) -m vitlab.runs.report $(SWEEP)
 
 DOCS_STAMP := $(VENV)/.docs-stamp
 $(DOCS_STAMP): pyproject.toml | $(STAMP)
@@ -121,7 +121,7 @@ $(DOCS_STAMP): pyproject.toml | $(STAMP)
 	touch $(DOCS_STAMP)
 
 results: install ## the results pages: tables and figures of every study folder in docs/results/data/
-	$(PY) -m vitlab.results_site docs/results
+	$(PY) -m vitlab.runs.results_site docs/results
 
 docs: $(DOCS_STAMP) results ## build the documentation site into site/, warnings (broken links) as errors
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

@@ -8,9 +8,9 @@ Times training steps (forward, backward, AdamW step) and inference of both model
 which goes first every round after a warm-up, and reports the median round: images/s, the ratio
 vitlab/timm, TFLOP/s and MFU (FLOPs counted per layer by vitlab.flops, QKᵀ and AV included;
 training = 3 × forward) and peak memory. A measurement, not a test: nothing is asserted.
-`mode=fit` instead times vitlab's whole training step against a bare PyTorch loop (bench_fit.py),
+`mode=fit` instead times vitlab's whole training step against a bare PyTorch loop (vitlab/bench/fit.py),
 `mode=path` the default run's step on each of its real data paths against a bare loop over the
-same loader (bench_path.py):
+same loader (vitlab/bench/path.py):
 
   python src/bench.py mode=path                  # DataLoader (0 and 2 workers), on-device, streaming
 """
@@ -36,11 +36,11 @@ from timm.layers.hybrid_embed import HybridEmbed as TimmHybridEmbed
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vitlab.bench_fit import report_fit, run_fit
-from vitlab.bench_path import report_path, run_path
-from vitlab.build_model import build_model
+from vitlab.bench.fit import report_fit, run_fit
+from vitlab.bench.path import report_path, run_path
 from vitlab.flops import forward_flops, peak_tflops, train_flops
 from vitlab.models.hybrid import create_backbone
+from vitlab.runs.build_model import build_model
 
 # process: CPU time of this process, robust to other jobs on a shared machine with threads=1
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from vitlab.build_model import build_model
-from vitlab.distill import Distillation
+from vitlab.objectives.distill import Distillation
+from vitlab.runs.build_model import build_model
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 OWN = {"teacher": "vit_hybrid", "batch_size": 64, "rounds": 10, "warmup": 2, "device": "cpu"}

@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from bench_distill import split_options, timed
-from vitlab.build_model import build_model
+from vitlab.runs.build_model import build_model
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 OWN = {"batch_size": 64, "rounds": 10, "warmup": 2, "device": "cpu"}

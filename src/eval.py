@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from vitlab.cli import check_command_line
 from vitlab.errors import run_or_exit
-from vitlab.evaluate import evaluate, headline
+from vitlab.training.evaluate import evaluate, headline
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

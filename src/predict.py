@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from vitlab.cli import check_command_line
 from vitlab.errors import run_or_exit
-from vitlab.predict import run_predict
+from vitlab.runs.predict import run_predict
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")

@@ -18,8 +18,8 @@ from vitlab.analysis.probes.cka import cross_cka_matrix
 from vitlab.analysis.probes.run import probe_images, probe_summary
 from vitlab.cli import check_command_line
 from vitlab.errors import ConfigError, run_or_exit
-from vitlab.run_folder import checkpoint_of, load_model
-from vitlab.summary import write_summary
+from vitlab.runs.run_folder import checkpoint_of, load_model
+from vitlab.runs.summary import write_summary
 
 
 def probe(cfg: DictConfig) -> dict:

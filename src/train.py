@@ -10,9 +10,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from vitlab.cli import check_command_line
-from vitlab.distributed import worker_argv
 from vitlab.errors import ConfigError, user_error
-from vitlab.train import train
+from vitlab.training.distributed import worker_argv
+from vitlab.training.train import train
 
 
 def check_objective(cfg: DictConfig) -> str:

@@ -10,7 +10,7 @@ import torch
 from conftest import compose_config
 from omegaconf import OmegaConf
 
-from vitlab.build_model import build_model
+from vitlab.runs.build_model import build_model
 
 
 def make_run(folder: Path, overrides: list[str], classes: list[str] | None = None) -> Path:

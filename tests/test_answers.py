@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from vitlab.answers import (
+from vitlab.runs.answers import (
     answer_lines,
     answer_question,
     answer_section,
@@ -13,7 +13,7 @@ from vitlab.answers import (
     reference_arm,
     t_quantile,
 )
-from vitlab.report import Run, load_sweep, study_keys
+from vitlab.runs.report import Run, load_sweep, study_keys
 
 KEPT = Path(__file__).resolve().parents[1] / "docs" / "results" / "data"
 LINE = re.compile(r"^- (?P<arm>.+) − (?P<ref>[^:]+?)(?: at (?P<where>[^:]+))?: (?P<mean>[+−]\d+\.\d) pts "

@@ -10,13 +10,13 @@ import torch
 from conftest import compose_config, run_entry
 from torch import nn
 
-from vitlab.build_model import build_model
-from vitlab.config_checks import validate
 from vitlab.errors import ConfigError
 from vitlab.flops import matmul_macs
 from vitlab.models.cnn import cnn
 from vitlab.models.mlp import MLP
-from vitlab.optim import freeze, head_names, layer_ids, param_groups_layer_decay
+from vitlab.objectives.optim import freeze, head_names, layer_ids, param_groups_layer_decay
+from vitlab.runs.build_model import build_model
+from vitlab.training.config_checks import validate
 
 
 def count(model):

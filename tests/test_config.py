@@ -3,8 +3,8 @@
 import pytest
 from omegaconf import open_dict
 
-from vitlab.config_checks import validate
 from vitlab.errors import ConfigError
+from vitlab.training.config_checks import validate
 
 BAD = [
     # (overrides, expected start of the message)
@@ -86,7 +86,7 @@ def test_the_checks_and_the_model_state_a_rule_in_the_same_words(compose_cfg, ov
     naming the config keys, and the constructor raises the same words naming its arguments."""
     from hydra.utils import instantiate
 
-    from vitlab.build_model import build_model
+    from vitlab.runs.build_model import build_model
 
     cfg = compose_cfg(overrides)
     with pytest.raises(ConfigError) as checked:

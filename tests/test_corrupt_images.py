@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from vitlab.data.datasets.imagefolder import imagefolder
 from vitlab.errors import DataError, run_or_exit
-from vitlab.summary import read_summary
+from vitlab.runs.summary import read_summary
 
 
 def folder_with_bad_images(root, bad=("train/a/3.png", "train/b/7.png", "test/a/1.png"),

@@ -15,13 +15,13 @@ import yaml
 from conftest import ROOT, compose_config, run_entry
 from omegaconf import OmegaConf
 
-from vitlab.config_checks import validate
-from vitlab.distributed import JOB_ARGS, batch_plan, job_scope, worker_argv
 from vitlab.errors import ConfigError
-from vitlab.optim import lr_factor
-from vitlab.report import load_sweep
-from vitlab.summary import read_summary
-from vitlab.train import train
+from vitlab.objectives.optim import lr_factor
+from vitlab.runs.report import load_sweep
+from vitlab.runs.summary import read_summary
+from vitlab.training.config_checks import validate
+from vitlab.training.distributed import JOB_ARGS, batch_plan, job_scope, worker_argv
+from vitlab.training.train import train
 
 # tiny and deterministic: no augmentation, no dropout (vit_micro has none), fixed order
 TINY = ["model.depth=2", "data/augment=none", "data.train_fraction=0.1", "data.batch_size=32",

@@ -11,13 +11,13 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from safetensors.torch import save_file
 
-from vitlab.build_model import build_model
 from vitlab.callbacks.ema import ema_update
-from vitlab.config_checks import validate
-from vitlab.distill import Distillation, distillation_term
 from vitlab.errors import ConfigError
 from vitlab.models.vit import VisionTransformer
-from vitlab.train import train
+from vitlab.objectives.distill import Distillation, distillation_term
+from vitlab.runs.build_model import build_model
+from vitlab.training.config_checks import validate
+from vitlab.training.train import train
 
 KW = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
 
@@ -234,7 +234,7 @@ def test_report_tables_the_agreement_against_the_fraction(tmp_path):
 
     import yaml
 
-    from vitlab.report import write_report
+    from vitlab.runs.report import write_report
 
     runs = (("cnn", "none", 0.1, 0.8), ("cnn", "hard", 0.1, 0.9), ("cnn", "hard", 1.0, 0.95),
             ("vit_hybrid", "hard", 0.1, 0.7))
@@ -255,7 +255,7 @@ def test_report_tables_the_agreement_against_the_fraction(tmp_path):
 
 
 def test_fraction_legend_names_the_axis_once_there_are_two():
-    from vitlab.report import series_label
+    from vitlab.runs.report import series_label
 
     config = {"distill.teacher": "cnn", "module.distill.type": "hard"}
     assert series_label(config, ["distill.teacher", "module.distill.type"]) == "teacher=cnn, type=hard"

@@ -8,10 +8,10 @@ import torch
 from conftest import compose_config
 from safetensors.torch import save_file
 
-from vitlab.build_model import build_model
 from vitlab.errors import ConfigError
 from vitlab.models.timm_convert import from_timm_state_dict
 from vitlab.models.vit import VisionTransformer
+from vitlab.runs.build_model import build_model
 
 KW = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
 

@@ -16,8 +16,8 @@ import yaml
 from conftest import ROOT, compose_config, run_entry
 
 from vitlab.cli import compose_command, split_argv
-from vitlab.config_checks import validate
 from vitlab.errors import ConfigError
+from vitlab.training.config_checks import validate
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)

@@ -11,8 +11,8 @@ from hydra.errors import InstantiationException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from vitlab.cli import compose_command, split_argv
-from vitlab.config_checks import validate
 from vitlab.errors import ConfigError, DataError, user_error
+from vitlab.training.config_checks import validate
 
 COMPOSE = [
     (["model=vit_foo"], "model=vit_foo is not one of the model presets: "),  # then every preset

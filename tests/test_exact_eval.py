@@ -11,7 +11,7 @@ from PIL import Image
 from vitlab.data.datamodule import check_eval_share
 from vitlab.data.on_device import DeviceLoader
 from vitlab.errors import DataError
-from vitlab.summary import read_summary
+from vitlab.runs.summary import read_summary
 
 # digits with a test split of ceil(0.0628 x 1797) = 113 = 7 x 16 + 1 images and a validation
 # split of ceil(0.1 x 1684) = 169: neither divisible by 2 or 3. A padded or trimmed share changes

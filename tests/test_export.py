@@ -11,11 +11,11 @@ from exportable import make_run
 from omegaconf import OmegaConf
 
 from vitlab.errors import ConfigError
-from vitlab.export import export
-from vitlab.export.__main__ import main
-from vitlab.export.onnx import check_onnx
-from vitlab.export.timm import load_timm
-from vitlab.trained import load_trained
+from vitlab.runs.export import export
+from vitlab.runs.export.__main__ import main
+from vitlab.runs.export.onnx import check_onnx
+from vitlab.runs.export.timm import load_timm
+from vitlab.runs.trained import load_trained
 
 CLASSES = [f"digit {i}" for i in range(10)]
 
@@ -115,7 +115,7 @@ def test_a_sweep_jobs_card_names_its_sweep_and_links_only_what_is_given(tmp_path
 def test_a_pretraining_run_is_refused_with_the_way_forward(tmp_path):
     run = make_run(tmp_path / "run", [])
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    cfg.module._target_ = "vitlab.mae_module.MaskedAutoencoderModule"
+    cfg.module._target_ = "vitlab.objectives.mae_module.MaskedAutoencoderModule"
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     with pytest.raises(ConfigError, match="no trained classifier .* fine-tune it first"):
         export(run, "onnx", tmp_path / "onnx")

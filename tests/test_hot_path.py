@@ -18,7 +18,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 
 from vitlab.callbacks.guards import DivergenceError, FiniteLoss
 from vitlab.callbacks.throughput import Throughput
-from vitlab.train import build
+from vitlab.training.train import build
 
 CLIP = 0.05  # far below the raw gradient norm of a fresh model: clipping must act every step
 SMALL = ["data.train_fraction=0.2", "trainer.max_epochs=1", "test=false",

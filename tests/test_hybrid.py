@@ -13,11 +13,11 @@ from conftest import compose_config, run_entry
 from hydra.utils import instantiate
 from safetensors.torch import save_file
 
-from vitlab.build_model import build_model
 from vitlab.errors import ConfigError
 from vitlab.models import HybridEmbed, VisionTransformer
 from vitlab.models import hybrid as hybrid_module
-from vitlab.optim import param_groups
+from vitlab.objectives.optim import param_groups
+from vitlab.runs.build_model import build_model
 
 
 def embed(**kw):

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from conftest import compose_config, run_entry
 
 from vitlab.analysis.attention import attention_rollout, mean_attention_distance
-from vitlab.build_model import build_model
 from vitlab.models import VisionTransformer
 from vitlab.models.conv_tokenizer import ConvTokenizer
 from vitlab.models.gpsa import GatedPositionalSelfAttention, gpsa_blocks
@@ -19,6 +18,7 @@ from vitlab.models.lsa import LocalitySelfAttention, lsa_blocks
 from vitlab.models.pos_embed import Relative
 from vitlab.models.seqpool import SeqPool
 from vitlab.models.spt import ShiftedPatchEmbed
+from vitlab.runs.build_model import build_model
 
 VARIANTS = ["none", "learned_1d", "learned_2d", "relative", "relative_bias", "sincos_2d", "rope_2d"]
 

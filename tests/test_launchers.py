@@ -1,7 +1,7 @@
 """Sweeps that fill the hardware: hydra/launcher=pack (K jobs per GPU on one machine), slurm_pack
 (bundles of jobs per SLURM node) and ray (fractional GPUs). GPU placement is tested with a faked
 device count and a faked executor; real sweeps run on the CPU (submitit's local executor, a local
-Ray instance). A sweep folder is read by vitlab.report as for any other launcher."""
+Ray instance). A sweep folder is read by vitlab.runs.report as for any other launcher."""
 
 import json
 import os
@@ -26,9 +26,9 @@ from vitlab.launch.bundles import bundle_size, gpus_for, make_bundles, single_pr
 from vitlab.launch.hydra_jobs import failed_return
 from vitlab.launch.packing import run_packed
 from vitlab.launch.slots import Demand, SlotPool, check_single_device, job_demand, visible_gpus
-from vitlab.report import load_sweep
-from vitlab.report import main as report_main
-from vitlab.summary import read_summary, write_summary
+from vitlab.runs.report import load_sweep
+from vitlab.runs.report import main as report_main
+from vitlab.runs.summary import read_summary, write_summary
 
 TINY = ["model.depth=1", "data.train_fraction=0.1", "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false"]

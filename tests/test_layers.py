@@ -10,7 +10,8 @@ import pytest
 from conftest import ROOT
 
 VITLAB = ROOT / "src" / "vitlab"
-LIGHTNING_MODULES = {"vitlab.base_module", "vitlab.module", "vitlab.mae_module"}
+LIGHTNING_MODULES = {"vitlab.objectives.base_module", "vitlab.objectives.module",
+                     "vitlab.objectives.mae_module"}
 
 
 def vitlab_imports(text: str, path) -> set[str]:
@@ -50,8 +51,9 @@ def test_callbacks_import_no_lightning_module(path):
 def test_the_reader_resolves_relative_imports():
     """What the rules above would catch: the imports they were written against."""
     read = VITLAB / "models" / "pretrained" / "read.py"
-    assert "vitlab.run_folder" in vitlab_imports("from ...run_folder import checkpoint_of\n", read)
+    assert "vitlab.runs.run_folder" in vitlab_imports("from ...runs.run_folder import checkpoint_of\n", read)
     assert "vitlab.models.timm_convert" in vitlab_imports("from ..timm_convert import x\n", read)
     grid = VITLAB / "callbacks" / "mae_grid.py"
-    assert vitlab_imports("from ..mae_module import MaskedAutoencoderModule\n", grid) == {"vitlab.mae_module"}
+    assert vitlab_imports("from ..objectives.mae_module import MaskedAutoencoderModule\n",
+                          grid) == {"vitlab.objectives.mae_module"}
     assert vitlab_imports("from . import figures\n", grid) == {"vitlab.callbacks.figures"}

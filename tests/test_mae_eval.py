@@ -10,8 +10,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 from test_mae_finetune import mae_run_folder
 
-from vitlab.evaluate import evaluate, headline
-from vitlab.mae_module import eval_noise
+from vitlab.objectives.mae_module import eval_noise
+from vitlab.training.evaluate import evaluate, headline
 
 
 def test_eval_of_an_mae_run_is_its_reconstruction_loss_under_the_fixed_masks(tmp_path):
@@ -60,7 +60,7 @@ def test_an_mae_runs_test_loss_is_the_same_on_1_2_and_3_processes(tmp_path):
     batch-keyed masks it moved by ~1e-3)."""
     from conftest import run_entry
 
-    from vitlab.summary import read_summary
+    from vitlab.runs.summary import read_summary
 
     overrides = ["model.depth=1", "data.batch_size=30", "+data.dataset.test_fraction=0.0628"]
     run, _ = mae_run_folder(tmp_path / "mae", overrides)

@@ -11,7 +11,7 @@ import torch
 from conftest import ROOT, compose_config, run_entry
 from hydra.utils import instantiate
 
-from vitlab.build_model import build_model
+from vitlab.runs.build_model import build_model
 
 
 def mae_run_folder(root, overrides=()):
@@ -89,7 +89,7 @@ def test_the_cifar10_mae_recipe_fine_tunes_the_encoder_it_pre_trains():
     assert {k: pre.model[k] for k in shape} == {k: fine.model[k] for k in shape}
     assert pre.model.pos_embed == fine.model.pos_embed
     assert pre.data.mean == fine.data.mean and pre.data._target_ == fine.data._target_
-    assert pre.module._target_ == "vitlab.mae_module.MaskedAutoencoderModule"
+    assert pre.module._target_ == "vitlab.objectives.mae_module.MaskedAutoencoderModule"
     assert pre.module.mae.mask_ratio == 0.75
     assert pre.callbacks.model_checkpoint.monitor == "val/loss" and pre.trainer.accelerator == "gpu"
     assert fine.module.layer_decay == 0.75 and fine.model.drop_path_rate == 0.1 and fine.data.mix

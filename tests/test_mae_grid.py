@@ -11,9 +11,9 @@ from hydra.utils import instantiate
 from test_pos_embed import tiny
 
 from vitlab.analysis.reconstruction import reconstruction_panels, unnormalized_prediction
-from vitlab.build_model import build_model
 from vitlab.callbacks.mae_grid import MaeReconstructionGrid
 from vitlab.models.mae import MaskedAutoencoder, hide_removed, normalized_patches
+from vitlab.runs.build_model import build_model
 
 
 def test_unnormalized_prediction_inverts_the_norm_pix_target():

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import compose_config
 
-from vitlab.build_model import build_model
 from vitlab.models import VisionTransformer
 from vitlab.models.mimetic import factor, projections
+from vitlab.runs.build_model import build_model
 
 # sha256 (first 16 hex digits) of the state dict at seed 0, recorded with main's code before
 # model.init existed (vitlab 6060fad); the same overrides as `preset` below

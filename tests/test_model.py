@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from vitlab.models import PatchEmbed, VisionTransformer, patchify
 from vitlab.models.layers import Attention
 from vitlab.models.pos_embed import Learned2d, Relative, RelativeBias
-from vitlab.optim import param_groups
+from vitlab.objectives.optim import param_groups
 
 
 def tiny(**kw):

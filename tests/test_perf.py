@@ -17,7 +17,6 @@ from torch.utils.data import Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms import v2
 
-from vitlab.build_model import build_model
 from vitlab.data.datasets.digits import TensorImages
 from vitlab.data.device_augment import CropFlip, DeviceAugment, crop_flip, device_augment
 from vitlab.data.on_device import DeviceLoader, as_uint8
@@ -25,7 +24,8 @@ from vitlab.errors import ConfigError
 from vitlab.flops import forward_flops, matmul_macs, peak_tflops, vit_macs
 from vitlab.models import HybridEmbed, VisionTransformer
 from vitlab.models.pos_embed import Learned1d, Relative, RelativeBias, Rope2d
-from vitlab.train import fast_path, train
+from vitlab.runs.build_model import build_model
+from vitlab.training.train import fast_path, train
 
 
 @pytest.mark.parametrize("preset,gmacs", [("vit_tiny", 1.26), ("vit_small", 4.61), ("vit_base", 17.58)])

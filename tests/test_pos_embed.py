@@ -16,13 +16,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from vitlab.analysis import position_similarity
-from vitlab.build_model import build_model
 from vitlab.callbacks.pos_similarity import PositionSimilarity
-from vitlab.config_checks import validate
 from vitlab.errors import ConfigError
 from vitlab.models import VisionTransformer
 from vitlab.models.layers import Attention
 from vitlab.models.pos_embed.sincos_2d import sincos_2d_table
+from vitlab.runs.build_model import build_model
+from vitlab.training.config_checks import validate
 
 KEYS = ["none", "learned_1d", "learned_2d", "relative", "relative_bias", "sincos_2d", "rope_2d"]
 ABSOLUTE = ["learned_1d", "learned_2d", "sincos_2d"]

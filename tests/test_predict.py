@@ -13,8 +13,8 @@ from exportable import make_run
 from PIL import Image
 
 from vitlab.errors import ConfigError
-from vitlab.predict import image_paths, predict
-from vitlab.trained import load_trained
+from vitlab.runs.predict import image_paths, predict
+from vitlab.runs.trained import load_trained
 
 CLASSES = [f"digit {i}" for i in range(10)]
 

@@ -32,14 +32,14 @@ from timm.models.vision_transformer_hybrid import _create_vision_transformer_hyb
 from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 from timm.optim import param_groups_layer_decay as timm_layer_decay
 
-from vitlab.build_model import build_model
 from vitlab.errors import ConfigError
 from vitlab.models import HybridEmbed, VisionTransformer
 from vitlab.models.pos_embed import Learned2d, RelativeBias, SinCos2d
 from vitlab.models.pos_embed.base import resample_grid_table
 from vitlab.models.pretrained import load_pretrained
-from vitlab.optim import freeze, layer_ids, param_groups_layer_decay
-from vitlab.report import main as report_main
+from vitlab.objectives.optim import freeze, layer_ids, param_groups_layer_decay
+from vitlab.runs.build_model import build_model
+from vitlab.runs.report import main as report_main
 
 TINY = dict(embed_dim=64, depth=2, num_heads=4, num_classes=10)
 

@@ -250,16 +250,16 @@ def test_probe_command_runs_on_a_trained_run_folder(tmp_path):
 def test_a_probe_error_after_training_is_recorded_and_the_run_stays_completed(tmp_path, monkeypatch):
     from conftest import compose_config
 
-    import vitlab.train
-    from vitlab.summary import read_summary
+    import vitlab.training.train
+    from vitlab.runs.summary import read_summary
 
     def broken(*_args, **_kw):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(vitlab.train, "probe_summary", broken)
+    monkeypatch.setattr(vitlab.training.train, "probe_summary", broken)
     cfg = compose_config(["model=mlp", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
                           "trainer.enable_progress_bar=false"], output_dir=tmp_path)
-    vitlab.train.train(cfg)
+    vitlab.training.train.train(cfg)
     summary = read_summary(tmp_path)
     assert summary["status"] == "completed" and summary["test"]["test/acc"] > 0
     assert summary["probes"] == {"skipped": {"all": "RuntimeError: out of memory"}}
@@ -269,7 +269,7 @@ def test_probe_grids_that_do_not_tile_the_image_stop_a_training_run_before_it_st
     from omegaconf import OmegaConf
 
     from vitlab.errors import ConfigError
-    from vitlab.train import probes_wanted
+    from vitlab.training.train import probes_wanted
 
     cfg = compose_cfg()  # one composition, changed below: composing is the slow part
     assert probes_wanted(cfg)

@@ -14,8 +14,8 @@ from conftest import ROOT
 
 from vitlab.callbacks.guards import DivergenceError
 from vitlab.errors import ConfigError
-from vitlab.summary import read_summary, write_summary
-from vitlab.train import train
+from vitlab.runs.summary import read_summary, write_summary
+from vitlab.training.train import train
 
 SMALL = ["data.train_fraction=0.15", "data.batch_size=32", "trainer.enable_progress_bar=false",
          "model.depth=2", "module.warmup_epochs=1",
@@ -35,7 +35,7 @@ class StopAt(L.Callback):
 
 def train_with(cfg, *extra_callbacks):
     """train(cfg) with extra callbacks added to the Trainer the config builds."""
-    import vitlab.train as pipeline
+    import vitlab.training.train as pipeline
 
     original = pipeline.instantiate_dict
 
@@ -267,7 +267,7 @@ def test_summary_writes_are_atomic(tmp_path, monkeypatch):
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("vitlab.summary.os.replace", crash)
+    monkeypatch.setattr("vitlab.runs.summary.os.replace", crash)
     with pytest.raises(OSError):
         write_summary(tmp_path, {"status": "completed", "n": 2})
     assert read_summary(tmp_path) == {"status": "running", "n": 1}
@@ -316,7 +316,7 @@ def test_exact_resume_runs_first_wherever_the_yaml_puts_it(compose_cfg):
     from omegaconf import open_dict
 
     from vitlab.callbacks.exact_resume import ExactResume
-    from vitlab.train import build
+    from vitlab.training.train import build
 
     cfg = compose_cfg(["trainer.max_epochs=1"])
     with open_dict(cfg):

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from vitlab.report import aggregate, load_sweep, main, runs_from_wandb, study_keys, write_report
+from vitlab.runs.report import aggregate, load_sweep, main, runs_from_wandb, study_keys, write_report
 
 
 def make_job(sweep, num, overrides, summary=None):
@@ -225,8 +225,8 @@ def probes_of(slope, seed=0, pos="learned_1d"):
 
 
 def test_probe_curves_and_cka_heatmaps_are_drawn_from_the_summaries_per_variant(tmp_path):
-    from vitlab.report import FIGURE_DATA
-    from vitlab.report_probes import probe_parts
+    from vitlab.runs.report import FIGURE_DATA
+    from vitlab.runs.report_probes import probe_parts
 
     assert "probes" in FIGURE_DATA
     sweep, num = tmp_path / "sweep", 0

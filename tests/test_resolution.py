@@ -16,11 +16,11 @@ from omegaconf import OmegaConf
 
 from vitlab.analysis.probes import resize, resolution_accuracy
 from vitlab.analysis.probes.run import run_probes
-from vitlab.build_model import build_model
 from vitlab.models.mlp import MLP
 from vitlab.models.pos_embed.base import resample_grid_table
 from vitlab.models.rnn import RNN
-from vitlab.report import write_report
+from vitlab.runs.build_model import build_model
+from vitlab.runs.report import write_report
 
 VARIANTS = ["none", "learned_1d", "learned_2d", "relative", "relative_bias", "sincos_2d", "rope_2d"]
 

@@ -12,8 +12,8 @@ import yaml
 from conftest import ROOT
 from matplotlib.figure import Figure
 
-from vitlab.report import write_report
-from vitlab.results_site import build, keep
+from vitlab.runs.report import write_report
+from vitlab.runs.results_site import build, keep
 
 DATA = ROOT / "docs" / "results" / "data"
 META = {"title": "Pure vs hybrid", "command": "python src/train.py experiment=hybrid_vs_pure seed=0,1",

@@ -9,15 +9,15 @@ import torch
 from conftest import compose_config
 from exportable import make_run
 
-from vitlab.build_model import build_model
-from vitlab.config_checks import validate
 from vitlab.errors import ConfigError
-from vitlab.export import export
-from vitlab.export.onnx import check_onnx
 from vitlab.models import VisionTransformer, patchify
 from vitlab.models.pos_embed import NoPosition
 from vitlab.models.rnn import RNN
-from vitlab.trained import load_trained
+from vitlab.runs.build_model import build_model
+from vitlab.runs.export import export
+from vitlab.runs.export.onnx import check_onnx
+from vitlab.runs.trained import load_trained
+from vitlab.training.config_checks import validate
 
 
 def count(model):

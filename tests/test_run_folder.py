@@ -12,9 +12,9 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
 from vitlab.errors import ConfigError
-from vitlab.evaluate import evaluate
-from vitlab.loggers import REDACTED, log_run_config
-from vitlab.run_folder import check_target, load_model, run_config
+from vitlab.runs.run_folder import check_target, load_model, run_config
+from vitlab.training.evaluate import evaluate
+from vitlab.training.loggers import REDACTED, log_run_config
 
 
 def run_folder(tmp_path: Path, config: dict) -> Path:
@@ -52,8 +52,8 @@ def test_a_composed_run_config_reads_back(tmp_path):
     ({"callbacks": {"x": [{"_target_": "builtins.exec"}]}}, "callbacks.x[0]._target_=builtins.exec"),
     ({"model": {"_target_": "torch.load"}}, "model._target_=torch.load"),
     # an allowed spelling reaching a foreign callable through a module's attributes
-    ({"data": {"_target_": "vitlab.run_folder.os.system"}}, "is posix's"),
-    ({"data": {"_target_": "vitlab.evaluate.instantiate"}}, "reached through an allowed module"),
+    ({"data": {"_target_": "vitlab.runs.run_folder.os.system"}}, "is posix's"),
+    ({"data": {"_target_": "vitlab.training.evaluate.instantiate"}}, "reached through an allowed module"),
     ({"data": {"_target_": "${oc.env:T}"}}, "is not a class name"),
     ({"data": {"x": "${oc.create:{_target_: os.system}}"}}, "data.x calls the resolver ${oc.create:...}"),
 ])

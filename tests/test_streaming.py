@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 from PIL import Image
 
 from vitlab.callbacks.sample_ids import read_sample_ids
-from vitlab.config_checks import validate
 from vitlab.errors import ConfigError, DataError
+from vitlab.training.config_checks import validate
 
 pytest.importorskip("litdata")
 

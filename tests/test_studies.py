@@ -11,11 +11,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from vitlab.build_model import OWN_KEYS, build_model
-from vitlab.config_checks import validate
-from vitlab.loggers import WandbLogger
 from vitlab.models import VisionTransformer
-from vitlab.report import main as report_main
+from vitlab.runs.build_model import OWN_KEYS, build_model
+from vitlab.runs.report import main as report_main
+from vitlab.training.config_checks import validate
+from vitlab.training.loggers import WandbLogger
 
 TINY = ["model.depth=1", "data.train_fraction=0.1", "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false"]

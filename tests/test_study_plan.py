@@ -5,9 +5,9 @@ import json
 import pytest
 from conftest import compose_config, run_entry
 
-from vitlab.distributed import batch_plan
-from vitlab.study_plan import full_data_steps, step_budget
-from vitlab.train import build
+from vitlab.training.distributed import batch_plan
+from vitlab.training.study_plan import full_data_steps, step_budget
+from vitlab.training.train import build
 
 
 def test_full_data_steps_count_partial_batches_unless_dropped():

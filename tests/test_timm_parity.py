@@ -12,10 +12,10 @@ from conftest import compose_config
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 
-from vitlab.build_model import build_model
 from vitlab.models import VisionTransformer
 from vitlab.models.pos_embed import RelativeBias
 from vitlab.models.timm_convert import from_timm_relpos_state_dict, from_timm_state_dict
+from vitlab.runs.build_model import build_model
 
 SIZES = {  # name: (timm model, our constructor arguments)
     "vit_tiny_patch16_224": (

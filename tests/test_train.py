@@ -9,7 +9,7 @@ import torch
 from conftest import run_entry
 from hydra.utils import instantiate
 
-from vitlab.train import train
+from vitlab.training.train import train
 
 QUICK = ["trainer.max_epochs=2", "data.train_fraction=0.3", "trainer.enable_progress_bar=false"]
 
@@ -106,7 +106,7 @@ def test_warmup_then_cosine_schedule(compose_cfg):
 def test_schedule_follows_the_steps_the_trainer_takes(max_steps, max_epochs, total, warmup):
     """Warm-up in epochs is counted in this loader's optimiser steps per epoch, whatever ends
     training (trainer.max_steps or trainer.max_epochs), never as a share of one assumed epoch."""
-    from vitlab.optim import schedule_steps
+    from vitlab.objectives.optim import schedule_steps
 
     trainer = SimpleNamespace(estimated_stepping_batches=total, num_training_batches=10,
                               accumulate_grad_batches=2, max_epochs=max_epochs, max_steps=max_steps)
@@ -117,14 +117,14 @@ def test_schedule_follows_the_steps_the_trainer_takes(max_steps, max_epochs, tot
 def test_the_batch_plan_is_computed_once_per_run_and_passed_on(compose_cfg, tmp_path, monkeypatch):
     """validate computes it (its rule refuses a batch that does not split); build and
     summary.json take that plan, not a second and third reading of the config."""
-    import vitlab.config_checks
-    import vitlab.train
-    from vitlab.distributed import batch_plan
+    import vitlab.training.config_checks
+    import vitlab.training.train
+    from vitlab.training.distributed import batch_plan
 
     calls = []
     counted = lambda cfg: calls.append(1) or batch_plan(cfg)  # noqa: E731
-    monkeypatch.setattr(vitlab.config_checks, "batch_plan", counted)
-    monkeypatch.setattr(vitlab.train, "batch_plan", counted)
+    monkeypatch.setattr(vitlab.training.config_checks, "batch_plan", counted)
+    monkeypatch.setattr(vitlab.training.train, "batch_plan", counted)
     cfg = compose_cfg([*QUICK, "trainer.max_epochs=1", "probes.enabled=false", "data.batch_size=32",
                        "data.max_device_batch=16"])
     summary = train(cfg)

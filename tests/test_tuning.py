@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from hydra_plugins.vitlab_sweepers.tuned_sweeper import TunedSweeper, present_params, split_arguments
 from vitlab.errors import ConfigError
-from vitlab.report import main as report_main
+from vitlab.runs.report import main as report_main
 
 VARIANTS = ["learned_1d", "relative_bias"]
 TINY = ["model.depth=1", "data.train_fraction=0.1", "trainer.max_epochs=1",

@@ -11,11 +11,11 @@ from conftest import ROOT, compose_config, run_entry
 from hydra.utils import instantiate
 from PIL import Image
 
-from vitlab.build_model import build_model
-from vitlab.config_checks import validate
 from vitlab.data.datasets.unlabelled import unlabelled
 from vitlab.data.on_device import as_uint8
 from vitlab.errors import ConfigError, DataError
+from vitlab.runs.build_model import build_model
+from vitlab.training.config_checks import validate
 
 
 def image_folder(root, n=40):

@@ -4,7 +4,7 @@ Built on hydra-submitit-launcher's LocalLauncher: its `__call__` runs one Hydra 
 submitit process, as hydra/launcher=local does. Only `launch` differs: instead of submitting every
 job at once, it submits each job to submitit's LocalExecutor when the job's slots are free, with
 CUDA_VISIBLE_DEVICES set to the job's GPU(s) (visible_gpus), one process per device
-(tasks_per_node, wired by vitlab.distributed as for hydra/launcher=local) and OMP/MKL threads
+(tasks_per_node, wired by vitlab.training.distributed as for hydra/launcher=local) and OMP/MKL threads
 capped so that jobs sharing the CPU do not oversubscribe it.
 """
 

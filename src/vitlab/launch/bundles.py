@@ -13,7 +13,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-# Variables that tell Lightning (SLURM's) and vitlab.distributed (submitit's local executor) how
+# Variables that tell Lightning (SLURM's) and vitlab.training.distributed (submitit's local executor) how
 # many processes form one run and which one this is: in a bundle each task is a run of its own.
 # (submitit has read its own task id already: its result still lands in the task's own pickle.)
 _ONE = {

@@ -14,7 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..errors import ConfigError
-from ..summary import SUMMARY, read_summary, write_summary
+from ..runs.summary import SUMMARY, read_summary, write_summary
 from .slots import Demand, job_demand
 
 log = logging.getLogger(__name__)

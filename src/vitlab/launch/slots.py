@@ -113,7 +113,7 @@ def visible_gpus(gpus=None, environ=None) -> list[int]:
 def job_demand(cfg: DictConfig, gpus_available: int) -> Demand:
     """Devices, GPU or CPU, and nodes of one job, from its composed config (the trainer's
     `accelerator`, `devices`, `num_nodes`); `auto` means the GPUs when there are any."""
-    from ..distributed import num_devices
+    from ..training.distributed import num_devices
 
     trainer = cfg.get("trainer") or {}
     accelerator = str(trainer.get("accelerator", "auto"))

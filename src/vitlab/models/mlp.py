@@ -4,7 +4,7 @@ image (B, C, H, W) -> flatten to C·H·W values -> k × [Linear -> GELU -> Dropo
 
 Every input value has its own weights: nothing ties neighbouring pixels together (no locality)
 and nothing is shared across positions (no translation equivariance). Plain PyTorch, named so
-that the optimiser's layer decay and freezing (vitlab.optim) and the CKA probe see its layers.
+that the optimiser's layer decay and freezing (vitlab.objectives.optim) and the CKA probe see its layers.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from .models.pretrained import load_pretrained
+from ..models.pretrained import load_pretrained
 from .summary import checkpoint_of
 
 OWN_KEYS = ("pretrained", "new_head")  # under model:, read here, not VisionTransformer arguments

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..models.mae import MaskedAutoencoder
 from .base_module import BaseModule
-from .models.mae import MaskedAutoencoder
 
 _PRIME = 2**31 - 1  # integer hashing modulo a prime below 2**31: no product overflows int64
 

@@ -8,11 +8,11 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .build_model import build_model
+from ..errors import ConfigError
+from ..runs.build_model import build_model
+from ..runs.run_folder import run_config
+from ..runs.summary import write_summary
 from .config_checks import validate
-from .errors import ConfigError
-from .run_folder import run_config
-from .summary import write_summary
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 JOB_ARGS = "VITLAB_JOB_ARGS"  # rank 0 -> the workers Lightning starts: which job to run, where
 SPAWNED = "VITLAB_SPAWNED_WORKER"  # rank 0 -> the workers Lightning starts: rank 0 checked already

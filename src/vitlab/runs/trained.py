@@ -1,5 +1,5 @@
 """A trained run as the tools that use it see it: its classifier, its class names and the
-preprocessing its evaluation used. Export (vitlab.export) and prediction (vitlab.predict) start
+preprocessing its evaluation used. Export (vitlab.runs.export) and prediction (vitlab.runs.predict) start
 here; the run folder itself is read by run_folder.py only."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torchvision.transforms import v2
 
-from .data.transforms import build_transform
-from .errors import ConfigError
-from .model_kind import target_class
+from ..data.transforms import build_transform
+from ..errors import ConfigError
+from ..model_kind import target_class
 from .run_folder import checkpoint_of, load_model, run_dir_of
 from .summary import SUMMARY, read_summary
 

@@ -25,10 +25,10 @@ from omegaconf import DictConfig, open_dict
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from .build_model import build_model
-from .data.on_device import DeviceLoader, as_uint8
-from .optim import fused_where_possible, param_groups
-from .train import build
+from ..data.on_device import DeviceLoader, as_uint8
+from ..objectives.optim import fused_where_possible, param_groups
+from ..runs.build_model import build_model
+from ..training.train import build
 
 PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
 

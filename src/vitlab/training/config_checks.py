@@ -14,14 +14,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
-from .distill import check_teacher, distill_type
+from ..errors import ConfigError
+from ..model_kind import model_kind, target_class
+from ..models.pos_embed.base import AbsolutePositionalEmbedding
+from ..models.rnn import RNN
+from ..models.vit import VisionTransformer
+from ..objectives.distill import check_teacher, distill_type
+from ..objectives.optim import LR_SCALING
 from .distributed import BatchPlan, batch_plan
-from .errors import ConfigError
-from .model_kind import model_kind, target_class
-from .models.pos_embed.base import AbsolutePositionalEmbedding
-from .models.rnn import RNN
-from .models.vit import VisionTransformer
-from .optim import LR_SCALING
 
 # the lecture's baselines (not ViTs): their classes' `kind`, their presets' names
 BASELINES = ("mlp", "cnn", "rnn")
@@ -147,7 +147,7 @@ def check_data(cfg: DictConfig) -> None:
 def check_streaming(cfg: DictConfig) -> None:
     """data=streaming: litdata installed (the `streaming` extra)."""
     if str(get(cfg, "data._target_", "")).endswith("StreamingDataModule"):
-        from .data.shards import require_litdata
+        from ..data.shards import require_litdata
 
         require_litdata()
 

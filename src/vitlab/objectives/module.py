@@ -12,10 +12,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..models.vit import prediction
 from .base_module import BaseModule
 from .distill import Distillation
 from .metrics import accuracy_metrics
-from .models.vit import prediction
 from .optim import freeze
 
 

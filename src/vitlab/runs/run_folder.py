@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .summary import checkpoint_of
 
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 
 # What a saved config may build: vitlab's own parts and the library classes its configs name.
 # A target must be spelt under one of these and also be defined in one of them once imported
-# (so `vitlab.train.os.system`, an attribute reached through a vitlab module, is refused).
+# (so `vitlab.training.train.os.system`, an attribute reached through a vitlab module, is refused).
 # VITLAB_ALLOW_TARGETS="mypkg.,other.Class" adds prefixes for run folders you trust.
 ALLOWED_TARGETS = ("vitlab.", "torch.optim.", "torch.nn.", "torchvision.transforms.", "timm.data.",
                    "timm.layers.", "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.",

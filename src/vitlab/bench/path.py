@@ -10,7 +10,7 @@ default: vit_micro on the digits; `fit_overrides` changes it) once per data path
 
 and times its training steps through `Trainer.fit` against a bare PyTorch loop over the same
 pipeline written plainly, with the same model, initialisation, optimiser, schedule and clipping
-(bench_fit.BareLoop): for the DataLoader paths a torch DataLoader over the same images with the
+(fit.BareLoop): for the DataLoader paths a torch DataLoader over the same images with the
 same per-image transforms, shuffled by torch and drawing from the global generator as a
 hand-written script would (so whatever vitlab's keyed loader costs beyond that — a per-image
 seeding, say — shows in the ratio); on the device and for streaming, the data module's own
@@ -38,9 +38,9 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 from torchvision.transforms.functional import to_pil_image
 
-from .bench_fit import BareLoop, sync, vitlab_round
-from .data.datamodule import Transformed
-from .data.keyed import KeyedTransform
+from ..data.datamodule import Transformed
+from ..data.keyed import KeyedTransform
+from .fit import BareLoop, sync, vitlab_round
 
 NO_FIGURES = ["~callbacks.attention", "~callbacks.confusion_matrix", "~callbacks.pos_similarity",
               "~callbacks.model_checkpoint", "~callbacks.last_checkpoint"]
@@ -85,7 +85,7 @@ def like(streaming: DictConfig, default: DictConfig) -> DictConfig:
 
 def digits_shards(train_cfg: DictConfig, root: Path) -> Path:
     """The default data's splits as litdata shards (PNG image folder -> vitlab.data.shards)."""
-    from .data.shards import convert
+    from ..data.shards import convert
 
     datamodule = instantiate(train_cfg.data)
     raw = datamodule.dataset()

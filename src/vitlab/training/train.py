@@ -19,19 +19,19 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from .analysis.probes.run import check_sizes, probe_summary
-from .build_model import build_model
-from .callbacks.guards import DivergenceError, InterruptCheckpoint
-from .callbacks.requeue import Requeued
-from .callbacks.throughput import Throughput
+from ..analysis.probes.run import check_sizes, probe_summary
+from ..callbacks.guards import DivergenceError, InterruptCheckpoint
+from ..callbacks.requeue import Requeued
+from ..callbacks.throughput import Throughput
+from ..errors import ConfigError
+from ..objectives.optim import fused_where_possible
+from ..runs.build_model import build_model
+from ..runs.summary import SUMMARY, read_summary, write_summary
 from .config_checks import validate
 from .distributed import BatchPlan, batch_plan, job_scope, refuse_on_every_rank, slurm_requeued
-from .errors import ConfigError
 from .fp8 import float8_training
 from .loggers import finish_loggers, log_run_config
-from .optim import fused_where_possible
 from .study_plan import step_budget, training_budget
-from .summary import SUMMARY, read_summary, write_summary
 
 log = logging.getLogger(__name__)
 

@@ -393,7 +393,7 @@ def plot_distance(rows: list[dict], keys: list[str]) -> Figure:
 def plot_pos_similarity(rows: list[dict], keys: list[str]) -> Figure | None:
     """The learned positional tables' cosine similarity (ViT paper, Fig. 7 centre), one mosaic
     per configuration that has one, averaged over seeds."""
-    from .analysis.pos_similarity import draw_similarity
+    from ..analysis.pos_similarity import draw_similarity
 
     rows = [row for row in rows if row.get("pos_similarity")]
     if not rows:

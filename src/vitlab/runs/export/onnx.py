@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from ..trained import Trained
 
 OPSET = 18

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LinearLR, SequentialLR
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 STEM = "embed.backbone."  # a hybrid's CNN: the parameters `stem_lr_scale` applies to
 LR_SCALING = ("none", "linear", "sqrt")

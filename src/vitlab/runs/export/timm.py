@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ..errors import ConfigError
-from ..model_kind import model_kind
-from ..models.timm_convert import RENAMES
+from ...errors import ConfigError
+from ...model_kind import model_kind
+from ...models.timm_convert import RENAMES
 from ..trained import Trained
 
 TIMM_NAMES = {  # (patch, width, depth, heads) -> timm's name for that size

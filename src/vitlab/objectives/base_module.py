@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from .callbacks.ema import EMA
+from ..callbacks.ema import EMA
 from .metrics import epoch_mean
 from .optim import configure_optimizer
 

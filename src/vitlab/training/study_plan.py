@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
+from ..errors import ConfigError
 from .distributed import BatchPlan
-from .errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Export a trained run for use outside vitlab: `python -m vitlab.export <run> --to timm|onnx|hub`."""
+"""Export a trained run for use outside vitlab: `python -m vitlab.runs.export <run> --to timm|onnx|hub`."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 
-from ..run_folder import load_model
-from ..summary import read_summary
+from .run_folder import load_model
+from .summary import read_summary
 
 
 def latest_folder(pattern: str, root: str | Path = "outputs") -> Path | None:

@@ -1,13 +1,13 @@
-"""`python -m vitlab.export <run folder | .ckpt> --to timm|onnx|hub [--out DIR]`."""
+"""`python -m vitlab.runs.export <run folder | .ckpt> --to timm|onnx|hub [--out DIR]`."""
 
 import argparse
 
-from ..errors import run_or_exit
+from ...errors import run_or_exit
 from . import FORMATS, export
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vitlab.export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m vitlab.runs.export", description=__doc__)
     parser.add_argument("run", help="a vitlab run folder or a checkpoint inside one")
     parser.add_argument("--to", choices=FORMATS, required=True)
     parser.add_argument("--out", default=None, help="output folder (default <run>/export/<to>)")

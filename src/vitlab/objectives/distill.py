@@ -30,9 +30,9 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..models.vit import prediction
 from .metrics import epoch_mean
-from .models.vit import prediction
 
 TYPES = ("none", "soft", "hard")
 
@@ -94,7 +94,7 @@ def timm_teacher(name: str, weights: str | None, num_classes: int, in_chans: int
     """timm.create_model(name) with the local weights file loaded strictly (no download)."""
     import timm
 
-    from .models.pretrained.read import load_torch, unwrap
+    from ..models.pretrained.read import load_torch, unwrap
 
     if not timm.is_model(name):
         raise ConfigError(f"module.distill.teacher={name}: not a vitlab run folder or .ckpt, nor a "
@@ -136,7 +136,7 @@ def check_teacher(teacher: str, weights: str | None, data: Mapping) -> None:
     channels, size, normalisation), since it sees exactly the student's batch."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from .run_folder import run_config
+    from ..runs.run_folder import run_config
 
     path = Path(teacher).expanduser()
     if not path.exists():
@@ -167,7 +167,7 @@ def load_teacher(teacher: str, weights: str | None, num_classes: int, in_chans: 
                  timm_kwargs: Mapping | None = None) -> nn.Module:
     """The teacher network with its trained weights: a vitlab run folder or .ckpt (its best
     checkpoint, its own config), or a timm model name with `weights`."""
-    from .run_folder import load_model
+    from ..runs.run_folder import load_model
 
     if Path(teacher).expanduser().exists() and weights:
         raise ConfigError(f"module.distill.weights={weights} is for a timm teacher; "
