@@ -30,20 +30,26 @@ test-slow: install ## run the slow tests only
 # `python src/train.py experiment=posemb_ablation` / `experiment=posemb_tuned` / `experiment=hybrid_vs_pure`
 # (any data=, trainer=).
 STUDY = $(PY) src/train.py trainer=cpu trainer.enable_progress_bar=false
-study-posemb study-posemb-tuned: SEEDS ?= 0,1,2
-study-hybrid: SEEDS ?= 0,1
-study-inductive-bias study-transfer: SEEDS ?= 0
-study-distill: SEEDS ?= 0,1,2
-POSEMB_EPOCHS ?= 20
+study-posemb-tuned: SEEDS ?= 0,1,2
+study-transfer: SEEDS ?= 0
+# The flagship digit studies as kept in docs/results/ (issue 37's rules: equal optimiser steps at every
+# data size, 35 full-data epochs, at least 3 seeds, 2 jobs side by side at one thread each).
+PACK = hydra/launcher=pack hydra.launcher.cpu_jobs=2 hydra.launcher.threads_per_process=1
+POSEMB_SEEDS ?= 0,1,2
+HYBRID_SEEDS ?= 0,1,2,3,4
+HYBRID_FRACTIONS ?= 0.1,0.25,1.0
+BIAS_SEEDS ?= 0,1,2
+BIAS_ARMS ?= mlp,rnn,pure,mimetic,spt_lsa,hybrid,cnn_small
+BIAS_FRACTIONS ?= 0.1,1.0
+DISTILL_SEEDS ?= 0,1,2
+DISTILL_FRACTION ?= 0.1
+DISTILL_TEACHER ?= cnn_small
 TUNED_EPOCHS ?= 20
 TUNED_TRIALS ?= 5
-HYBRID_EPOCHS ?= 30
-BIAS_EPOCHS ?= 20
-BIAS_FRACTIONS ?= 0.1,0.25,1.0
-study-posemb: install ## positional-embedding ablation, reduced: all 7 variants x 3 seeds x 20 epochs (SEEDS=, POSEMB_EPOCHS=); then its report
+study-posemb: install ## positional-embedding ablation: 7 variants x 3 seeds (POSEMB_SEEDS=), 35 epochs, each probed at 24/40/48 px; about 15 min on 2 cores; then its report
 	dir=outputs/studies/posemb_$$(date +%Y-%m-%d_%H-%M-%S); \
-	$(STUDY) experiment=posemb_ablation seed=$(SEEDS) \
-		trainer.max_epochs=$(POSEMB_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
+	$(STUDY) experiment=posemb_ablation seed=$(POSEMB_SEEDS) $(PACK) hydra.sweep.dir=$$dir $(ARGS) \
+		|| echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.runs.report $$dir
 
 study-posemb-tuned: install ## the same, fair: lr and weight decay tuned per variant on val (Optuna, 5 trials), best x 3 seeds, all 20 epochs (TUNED_TRIALS=, TUNED_EPOCHS=, SEEDS=); then its report
@@ -52,31 +58,25 @@ study-posemb-tuned: install ## the same, fair: lr and weight decay tuned per var
 		hydra.sweeper.optuna.n_trials=$(TUNED_TRIALS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.runs.report $$dir
 
-study-hybrid: install ## pure vs hybrid x data fraction 0.1-1.0, reduced: 2 seeds x 30 epochs (SEEDS=, HYBRID_EPOCHS=); then its report
+study-hybrid: install ## pure vs hybrid x fraction 0.1/0.25/1.0 (HYBRID_FRACTIONS=) x 5 seeds (HYBRID_SEEDS=), equal steps; then its report
 	dir=outputs/studies/hybrid_$$(date +%Y-%m-%d_%H-%M-%S); \
-	$(STUDY) experiment=hybrid_vs_pure seed=$(SEEDS) trainer.max_epochs=$(HYBRID_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) \
-		|| echo "some runs failed: listed in the report"; \
+	$(STUDY) experiment=hybrid_vs_pure seed=$(HYBRID_SEEDS) data.train_fraction=$(HYBRID_FRACTIONS) $(PACK) \
+		hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.runs.report $$dir
 
-study-inductive-bias: install ## 8 inductive-bias variants (mimetic init included) + the MLP, RNN and CNN baselines x fraction 0.1/0.25/1.0, reduced: 1 seed x 20 epochs (SEEDS=, BIAS_EPOCHS=, BIAS_FRACTIONS=), each run probed after its test; then its report
+study-inductive-bias: install ## MLP, RNN, pure, mimetic, SPT+LSA, hybrid, small CNN (BIAS_ARMS=) x fraction 0.1/1.0 (BIAS_FRACTIONS=) x 3 seeds (BIAS_SEEDS=), equal steps, each run probed; then its report
 	dir=outputs/studies/inductive_bias_$$(date +%Y-%m-%d_%H-%M-%S); \
-	$(STUDY) experiment=inductive_bias seed=$(SEEDS) data.train_fraction=$(BIAS_FRACTIONS) \
-		trainer.max_epochs=$(BIAS_EPOCHS) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
+	$(STUDY) experiment=inductive_bias bias=$(BIAS_ARMS) data.train_fraction=$(BIAS_FRACTIONS) seed=$(BIAS_SEEDS) \
+		$(PACK) hydra.sweep.dir=$$dir $(ARGS) || echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.runs.report $$dir
 
-DISTILL_FRACTIONS ?= 0.25,1.0
-TEACHER_EPOCHS ?= 10
-DISTILL_EPOCHS ?= 10
-# DISTILL_JOBS runs side by side (hydra/launcher=pack), one thread each
-DISTILL_JOBS ?= 2
-DISTILL_PACK = hydra/launcher=pack hydra.launcher.cpu_jobs=$(DISTILL_JOBS) hydra.launcher.threads_per_process=1
-study-distill: install ## DeiT distillation, reduced: vit_hybrid and cnn teachers per fraction, then vit_micro with none/soft/hard distillation from each (SEEDS=, DISTILL_FRACTIONS=, TEACHER_EPOCHS=, DISTILL_EPOCHS=, DISTILL_JOBS=); then its report
+study-distill: install ## DeiT distillation at small data: a small-image CNN teacher (DISTILL_TEACHER=) on 10 % (DISTILL_FRACTION=), then vit_micro with none/soft/hard distillation x 3 seeds (DISTILL_SEEDS=), equal steps; then its report
 	dir=outputs/studies/distill_$$(date +%Y-%m-%d_%H-%M-%S); \
-	$(STUDY) experiment=distill_teachers data.train_fraction=$(DISTILL_FRACTIONS) \
-		trainer.max_epochs=$(TEACHER_EPOCHS) $(DISTILL_PACK) hydra.sweep.dir=$$dir/teachers && \
-	$(STUDY) experiment=distill distill.teachers_dir=$$dir/teachers seed=$(SEEDS) \
-		data.train_fraction=$(DISTILL_FRACTIONS) trainer.max_epochs=$(DISTILL_EPOCHS) $(DISTILL_PACK) \
-		hydra.sweep.dir=$$dir/students $(ARGS) || echo "some runs failed: listed in the report"; \
+	$(STUDY) experiment=distill_teachers model=$(DISTILL_TEACHER) data.train_fraction=$(DISTILL_FRACTION) \
+		study.equal_steps=true trainer.max_epochs=35 $(PACK) hydra.sweep.dir=$$dir/teachers && \
+	$(STUDY) experiment=distill distill.teachers_dir=$$dir/teachers distill.teacher=$(DISTILL_TEACHER) \
+		data.train_fraction=$(DISTILL_FRACTION) seed=$(DISTILL_SEEDS) $(PACK) hydra.sweep.dir=$$dir/students $(ARGS) \
+		|| echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.runs.report $$dir/students
 
 # any CIFAR-10 image folder, e.g. `unzip -q ../shared/datasets/cifar10-jpg.zip -d data/`

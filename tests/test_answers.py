@@ -135,3 +135,17 @@ def test_the_section_says_whether_the_data_sizes_trained_equal_steps():
     assert "equal epochs at every data size" in answer_section(runs(None), keys, "data.train_fraction")[2]
     assert answer_section(runs(True), keys, "data.train_fraction")[4] == \
         "- cnn − pure at 10 % of the data: +0.0 pts, 1 seed: no interval possible"
+
+
+def test_a_question_on_one_arms_own_measure_needs_no_reference():
+    # the shuffle costs the CNN 30 + s points: shuffled 0.5 - s / 100 against an unshuffled 0.8
+    runs = _grid(lambda b, f, s: 0.5)
+    for r in runs:
+        r.figure_data["probes"]["shuffle"]["1"] = 0.8
+        if r.params["bias"] == "cnn":
+            r.figure_data["probes"]["shuffle"]["4"] = 0.5 - int(r.params["seed"]) / 100
+    drop = answer_question(runs, {"ask": "?", "arm": {"bias": "cnn"}, "reference": "none",
+                                  "measure": "probes.shuffle.4 - probes.shuffle.1",
+                                  "at": {"data.train_fraction": 1.0}})
+    assert drop.label == "cnn at 100 % of the data (probes.shuffle.4 - probes.shuffle.1)"
+    assert drop.paired.mean == pytest.approx(-31.0) and drop.paired.detected and drop.paired.seeds == 3

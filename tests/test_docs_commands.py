@@ -102,6 +102,11 @@ def meta_commands() -> list[tuple[str, str, str, list[str]]]:
     return out
 
 
+def makefile_variables() -> set[str]:
+    """The variables the Makefile reads, `$(NAME)`: what `make target NAME=value` can set."""
+    return set(re.findall(r"\$\((\w+)\)", (ROOT / "Makefile").read_text()))
+
+
 def makefile_targets() -> set[str]:
     targets = set()
     for line in (ROOT / "Makefile").read_text().splitlines():
@@ -153,6 +158,8 @@ def test_every_shown_make_target_exists_and_its_args_compose(page, command, word
     variables = dict(w.split("=", 1) for w in words if "=" in w)
     missing = set(targets) - makefile_targets()
     assert not missing, f"{page}: `{command}`: no Makefile target {sorted(missing)}"
+    unread = set(variables) - makefile_variables()
+    assert not unread, f"{page}: `{command}`: the Makefile reads no {sorted(unread)}"
     target = targets[0] if targets else "help"
     if "ARGS" in variables and target in MAKE_ARGS:
         overrides = _words(variables["ARGS"])

@@ -18,7 +18,11 @@ comparison, answered first on its page and gathered into the results index:
       minus_at: {data.train_fraction: 1.0}  # a difference of differences, paired by seed
     - ask: Which positional variant degrades least at 48 px?
       best: model/pos_embed               # the arm of highest mean against the runner-up
-      measure: probes.resolution.48       # a number in summary.json (default: test top-1)
+      measure: probes.resolution.48 - probes.resolution.32   # numbers in summary.json (default: top-1)
+    - ask: Does shuffling the patches cost the RNN accuracy?
+      arm: {bias: rnn}
+      reference: none                     # the arm's own measure, no second arm
+      measure: probes.shuffle.4 - probes.shuffle.1
 """
 
 from __future__ import annotations
@@ -145,7 +149,12 @@ def answer_lines(runs: list, keys: list[str], frac_key: str | None, given: dict 
 
 def measured(run, measure: str = "top1") -> float | None:
     """Test top-1, or the number at a dotted path of the run's summary figure data
-    (`probes.shuffle.4`: accuracy with the patches shuffled in 4 x 4 blocks)."""
+    (`probes.shuffle.4`: accuracy with the image cut into a 4 x 4 grid of blocks, shuffled), or
+    one such number minus another (`probes.resolution.48 - probes.resolution.32`: the loss off the
+    training resolution)."""
+    if " - " in measure:
+        a, b = (measured(run, part.strip()) for part in measure.split(" - ", 1))
+        return None if a is None or b is None else a - b
     if measure == "top1":
         return run.metrics.get("top1")
     node = run.figure_data
@@ -210,6 +219,8 @@ def answer_question(runs: list, question: dict, given: dict | None = None) -> An
             return Answered(ask, key, None, f"fewer than two arms of {key} measured {measure}")
         first, second = sorted(means, key=means.get, reverse=True)[:2]
         arm, reference = {key: first}, {key: second}
+    elif question.get("reference") == "none":  # one arm's own measure, over its seeds
+        arm, reference = dict(question["arm"]), None
     else:
         arm = dict(question["arm"])
         reference = dict(question.get("reference") or {})
@@ -218,15 +229,16 @@ def answer_question(runs: list, question: dict, given: dict | None = None) -> An
             reference = reference_arm(values, given)
         if set(reference) != set(arm):
             return Answered(ask, str(arm), None, "no reference arm for " + ", ".join(arm))
-    label = " − ".join(_arm_label(list(side), tuple(side.values())) for side in (arm, reference))
+    compared = [arm] if reference is None else [arm, reference]
+    label = " − ".join(_arm_label(list(side), tuple(side.values())) for side in compared)
     label += _where(at, None)
     if measure != "top1":
         label += f" ({measure})"
-    sides = [_by_seed(runs, {**arm, **at}, measure), _by_seed(runs, {**reference, **at}, measure)]
+    sides = [_by_seed(runs, {**side, **at}, measure) for side in compared]
     minus = question.get("minus_at")
     if minus:
         label += f", minus the same{_where(dict(minus), None)}"
-        sides += [_by_seed(runs, {**arm, **minus}, measure), _by_seed(runs, {**reference, **minus}, measure)]
+        sides += [_by_seed(runs, {**side, **minus}, measure) for side in compared]
     seeds = sorted(set.intersection(*(set(side) for side in sides)), key=str)
     if not seeds:
         return Answered(ask, label, None, "no seed ran every arm it compares")
@@ -245,7 +257,10 @@ def answer_question(runs: list, question: dict, given: dict | None = None) -> An
     diffs = []
     for s in seeds:
         v = [measured(side[s], measure) for side in sides]
-        diffs.append(100 * ((v[0] - v[1]) - (v[2] - v[3] if minus else 0.0)))
+        if reference is None:  # the arm alone: its measure, at `at` minus at `minus_at`
+            diffs.append(100 * (v[0] - (v[1] if minus else 0.0)))
+        else:
+            diffs.append(100 * ((v[0] - v[1]) - (v[2] - v[3] if minus else 0.0)))
     return Answered(ask, label, paired_interval(diffs), caveat="; ".join(caveats))
 
 

@@ -1,4 +1,4 @@
-"""A sweep's runs as a table and plots: `python -m vitlab.report <sweep folder>`.
+"""A sweep's runs as a table and plots: `python -m vitlab.runs.report <sweep folder>`.
 
 Reads every job folder's summary.json and .hydra/overrides.yaml (no logger service needed) and
 writes report.md, top1.png (a study without accuracies, e.g. a loader benchmark: ranked by
@@ -525,7 +525,7 @@ def write_report(folder: str | Path, runs: list[Run] | None = None, title: str |
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vitlab.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vitlab.runs.report", description=__doc__.split("\n")[0])
     parser.add_argument("folder", help="sweep folder (report written there); with --wandb, the output folder")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from W&B instead")
     parser.add_argument("--group", help="with --wandb: only this group (one sweep)")

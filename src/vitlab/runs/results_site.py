@@ -1,13 +1,13 @@
 """The documentation's results pages, drawn from study folders kept in the repository.
 
-`python -m vitlab.results_site docs/results` (what `make results` runs) reports every folder of
-`docs/results/data/<study>/` with `vitlab.report` (report.md and its figures, written in that
+`python -m vitlab.runs.results_site docs/results` (what `make results` runs) reports every folder of
+`docs/results/data/<study>/` with `vitlab.runs.report` (report.md and its figures, written in that
 folder) and writes `docs/results/index.md`: one table of every study's questions (its meta.yaml
 `questions:`, vitlab/answers.py), each with its answer, interval and study, then the list of studies.
 Nothing is typed by hand: a kept study is its sweep trimmed to what the report reads
 (`*/.hydra/overrides.yaml`, `*/summary.json`, `tuned.yaml`) and a `meta.yaml` saying how it was
 made (`title`, `command`, `machine`, `date`, optional `note`). Keep a sweep with
-`python -m vitlab.results_site docs/results --keep <sweep folder> --study <name> --title ...
+`python -m vitlab.runs.results_site docs/results --keep <sweep folder> --study <name> --title ...
 --command ... --machine ...`.
 """
 
@@ -67,7 +67,7 @@ def index_page(root: Path, folders: list[Path]) -> str:
     parts = ["# Results", "",
              "Every study below was run with the command it names, on the machine it names; its "
              "runs' summaries are kept in `docs/results/data/<study>/`, and the tables and figures "
-             "are drawn from them by `make results` (`python -m vitlab.results_site docs/results`). "
+             "are drawn from them by `make results` (`python -m vitlab.runs.results_site docs/results`). "
              "Nothing here is typed by hand. To add a study, see "
              "[Studies and reports](../guides/studies.md#keeping-a-study-in-the-documentation).", ""]
     if not folders:
@@ -98,7 +98,7 @@ def build(root: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vitlab.results_site", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vitlab.runs.results_site", description=__doc__.split("\n")[0])
     parser.add_argument("root", help="the results folder of the docs, e.g. docs/results")
     parser.add_argument("--keep", metavar="SWEEP", type=Path, help="first copy this sweep, trimmed")
     parser.add_argument("--study", help="with --keep: the study's folder name under <root>/data/")
