@@ -98,7 +98,8 @@ def build(root: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vitlab.runs.results_site", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m vitlab.runs.results_site",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("root", help="the results folder of the docs, e.g. docs/results")
     parser.add_argument("--keep", metavar="SWEEP", type=Path, help="first copy this sweep, trimmed")
     parser.add_argument("--study", help="with --keep: the study's folder name under <root>/data/")
