@@ -71,6 +71,7 @@ def test_the_code_and_configs_use_the_new_names():
             assert not new_name(target), f"{path.relative_to(ROOT)}: {target} is {new_name(target)}"
 
 
+@pytest.mark.slow  # a subprocess that draws a report: the fast suite stays under 10 minutes
 def test_python_m_report_writes_the_kept_report(tmp_path):
     kept = ROOT / "docs" / "results" / "data" / "relative_init"
     copy = shutil.copytree(kept, tmp_path / kept.name)
@@ -79,6 +80,7 @@ def test_python_m_report_writes_the_kept_report(tmp_path):
     assert (copy / "report.md").read_text() == (kept / "report.md").read_text()
 
 
+@pytest.mark.slow  # five subprocesses that import the stack
 @pytest.mark.parametrize("name", ["vitlab.report", "vitlab.runs.results_site", "vitlab.results_site",
                                   "vitlab.runs.export", "vitlab.export"])
 def test_python_m_runs_the_commands_by_either_name(name):
