@@ -12,6 +12,12 @@ import math
 import lightning as L
 
 
+def split_at_last_quarter(curve: list[tuple[int, float]], total_steps: int) -> tuple[list, list]:
+    """val/acc before and within the last quarter of training (step > 0.75 x total_steps)."""
+    cut = 0.75 * total_steps
+    return [acc for step, acc in curve if step <= cut], [acc for step, acc in curve if step > cut]
+
+
 def last_quarter_gain(curve: list[tuple[int, float]], total_steps: int) -> float | None:
     """Best validation accuracy in the last quarter of training minus the best before it.
 
@@ -19,9 +25,7 @@ def last_quarter_gain(curve: list[tuple[int, float]], total_steps: int) -> float
     step > 0.75 x total_steps. Positive: the best score was still rising; 0 or less: it was reached
     earlier. None when either part has no point (too few validations to tell).
     """
-    cut = 0.75 * total_steps
-    before = [acc for step, acc in curve if step <= cut]
-    after = [acc for step, acc in curve if step > cut]
+    before, after = split_at_last_quarter(curve, total_steps)
     if not before or not after:
         return None
     return max(after) - max(before)
@@ -41,7 +45,7 @@ def convergence(curve: list[tuple[int, float]], total_steps: int, threshold: flo
     """The summary's record: converged when the last quarter gained less than `threshold` and less
     than the validation set's noise (when its size is known)."""
     gain = last_quarter_gain(curve, total_steps)
-    best_before = max((acc for step, acc in curve if step <= 0.75 * total_steps), default=None)
+    best_before = max(split_at_last_quarter(curve, total_steps)[0], default=None)
     band = noise(best_before, val_images) if best_before is not None else None
     needed = max(threshold, band or 0.0)
     return {"last_quarter_gain": None if gain is None else round(gain, 6),
@@ -93,4 +97,3 @@ class Convergence(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.trained_steps = trainer.global_step
-
