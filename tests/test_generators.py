@@ -105,7 +105,10 @@ def test_in_process_training_loaders_touch_no_model_generator(augment, mix, on_d
 
 @pytest.mark.slow
 def test_loader_workers_touch_no_model_generator(device_rng_calls):
-    dm = _datamodule("data/augment=randaugment", "data/mix=mixup_cutmix", "data.num_workers=2")
+    # forked workers: they inherit the counter (a forkserver's or spawned worker would not, and
+    # runs the same data code)
+    dm = _datamodule("data/augment=randaugment", "data/mix=mixup_cutmix", "data.num_workers=2",
+                     "data.multiprocessing_context=fork")
     _check(dm, device_rng_calls)
 
 
@@ -129,6 +132,7 @@ def test_streaming_loaders_touch_no_model_generator(workers, tmp_path, device_rn
     dm = instantiate(compose_config(["data=streaming", f"data.input_dir={tmp_path / 'shards'}",
                                      "data.num_classes=3", "data.img_size=16", "data.batch_size=8",
                                      f"data.num_workers={workers}", "data.pin_memory=false",
+                                     "data.multiprocessing_context=fork",  # the counter in the workers
                                      "data/augment=randaugment", "data/mix=mixup_cutmix"]).data)
     dm.setup("fit")
     _check(dm, device_rng_calls)

@@ -107,7 +107,7 @@ def plain_loader(datamodule) -> DataLoader:
     keyed = datamodule.splits["train"]
     workers = datamodule.num_workers
     return DataLoader(Transformed(keyed.dataset, keyed.transform), batch_size=datamodule.batch_size,
-                      shuffle=True, drop_last=datamodule.drop_last, num_workers=workers,
+                      shuffle=True, drop_last=datamodule.drop_last, **datamodule.worker_processes(),
                       persistent_workers=workers > 0)
 
 

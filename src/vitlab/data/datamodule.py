@@ -17,6 +17,7 @@ from .mix import BatchMix
 from .on_device import DeviceLoader, as_uint8
 from .splits import Splits, check_splits, labels_of, per_class_subset, stratified_split
 from .transforms import build_transform
+from .workers import start_method, worker_processes
 
 
 class Transformed(Dataset):
@@ -57,6 +58,7 @@ class ImageDataModule(L.LightningDataModule):
         mix=None,
         drop_last: bool | None = None,
         cache_dir: str | None = None,
+        multiprocessing_context: str | None = "forkserver",
         **_,  # dataset options (data_dir, download, ...) are bound into `dataset` by the config
     ):
         """`dataset` builds the raw splits. The validation split (when the source has none) and
@@ -88,6 +90,7 @@ class ImageDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.shuffle = shuffle
         self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.multiprocessing_context = start_method(num_workers, multiprocessing_context)  # workers.py
         self.val_fraction, self.train_fraction = val_fraction, train_fraction
         self.samples_per_class, self.split_seed = samples_per_class, split_seed
         self.train_transform = build_transform(mean, std, augment, resize)
@@ -157,6 +160,10 @@ class ImageDataModule(L.LightningDataModule):
             start=self._resume_position() if train else (0, 0),
         )
 
+    def worker_processes(self) -> dict:
+        """The loaders' num_workers and how those processes start (workers.py)."""
+        return worker_processes(self.num_workers, self.multiprocessing_context)
+
     def _loader(self, split: str, shuffle: bool, sampler=None) -> DataLoader | DeviceLoader:
         if self.on_device:
             return self._device_loader(split, shuffle)
@@ -166,7 +173,7 @@ class ImageDataModule(L.LightningDataModule):
             shuffle=shuffle,
             sampler=sampler,
             drop_last=split == "train" and self.drop_last,
-            num_workers=self.num_workers,
+            **self.worker_processes(),
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             # a loader's first iterator draws its workers' base seed: from its own generator,
@@ -207,7 +214,7 @@ class ImageDataModule(L.LightningDataModule):
         sampler.set_epoch(trainer.current_epoch if trainer else 0)  # a resumed run's: not 0
         return DataLoader(
             self.splits["train"], batch_size=self.batch_size, sampler=sampler, drop_last=self.drop_last,
-            num_workers=self.num_workers, pin_memory=self.pin_memory,
+            **self.worker_processes(), pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             # the workers' base seed from the loader's own generator, not the global one (the
             # model's); the images' randomness is keyed and does not use it

@@ -44,7 +44,8 @@ def spaced_images(loader: Iterable, images: int,
     if isinstance(loader, DataLoader):
         if not isinstance(dataset, IterableDataset) and len(dataset) > images:
             loader = DataLoader(Subset(dataset, spaced(len(dataset), images)), batch_size=loader.batch_size,
-                                num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+                                num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                                multiprocessing_context=loader.multiprocessing_context)
         return first_images(loader, images, batch_size)
     every = first_images(loader, 2**62)
     if not every:

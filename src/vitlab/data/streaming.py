@@ -156,6 +156,7 @@ class StreamingDataModule(ImageDataModule):
         drop_last: bool | None = None,
         return_ids: bool = False,
         on_device: bool = False,
+        multiprocessing_context: str | None = "forkserver",
         **_,
     ):
         """`input_dir` holds the shards (a folder, file://, s3://, gs://, azure://). Remote
@@ -170,7 +171,7 @@ class StreamingDataModule(ImageDataModule):
         super().__init__(dataset=None, num_classes=num_classes, img_size=img_size, in_chans=in_chans,
                          mean=mean, std=std, augment=augment, resize=resize, batch_size=batch_size,
                          eval_batch_size=eval_batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         mix=mix, drop_last=drop_last)
+                         mix=mix, drop_last=drop_last, multiprocessing_context=multiprocessing_context)
         self.input_dir, self.seed, self.in_chans = str(input_dir), int(seed), in_chans
         self.stream_cache_dir, self.max_cache_size = cache_dir, max_cache_size
         self.storage_options = dict(storage_options) if storage_options else None
@@ -225,7 +226,7 @@ class StreamingDataModule(ImageDataModule):
         train = split == "train"
         return StreamingDataLoader(
             self.splits[split], batch_size=self.batch_size if train else self.eval_batch_size,
-            num_workers=self.num_workers, pin_memory=self.pin_memory,
+            **self.worker_processes(), pin_memory=self.pin_memory,
             persistent_workers=False,
             # the workers' base seed from the loader's own generator, not the global one (the model's)
             generator=torch.Generator().manual_seed(self.seed))
