@@ -31,7 +31,6 @@ test-slow: install ## run the slow tests only
 # (any data=, trainer=).
 STUDY = $(PY) src/train.py trainer=cpu trainer.enable_progress_bar=false
 study-posemb-tuned: SEEDS ?= 0,1,2
-study-transfer: SEEDS ?= 0
 # The flagship digit studies as kept in docs/results/ (issue 37's rules: equal optimiser steps at every
 # data size, 35 full-data epochs, at least 3 seeds, 2 jobs side by side at one thread each).
 PACK = hydra/launcher=pack hydra.launcher.cpu_jobs=2 hydra.launcher.threads_per_process=1
@@ -81,15 +80,17 @@ study-distill: install ## DeiT distillation at small data: a small-image CNN tea
 
 # any CIFAR-10 image folder, e.g. `unzip -q ../shared/datasets/cifar10-jpg.zip -d data/`
 CIFAR_DIR ?= data/cifar10
-PRETRAIN_EPOCHS ?= 10
-TRANSFER_EPOCHS ?= 20
-study-transfer: install ## pre-train vit_micro and vit_hybrid on 10 % of CIFAR-10 (CIFAR_DIR=, PRETRAIN_EPOCHS=), fine-tune vs scratch on digit fractions (SEEDS=, TRANSFER_EPOCHS=); then its report
+PRETRAIN_EPOCHS ?= 6
+PRETRAIN_FRACTION ?= 1.0
+TRANSFER_SEEDS ?= 0,1,2
+TRANSFER_FRACTIONS ?= 0.1
+study-transfer: install ## pre-train vit_micro and vit_hybrid on CIFAR-10 (CIFAR_DIR=, PRETRAIN_FRACTION=, PRETRAIN_EPOCHS=), then fine-tuned vs scratch on digit fractions (TRANSFER_FRACTIONS=) x 3 seeds (TRANSFER_SEEDS=), equal steps; then its report
 	dir=outputs/studies/transfer_$$(date +%Y-%m-%d_%H-%M-%S); \
 	$(STUDY) experiment=transfer_pretrain data.data_dir=$(CIFAR_DIR) data.on_device=true \
-		data.train_fraction=0.1 data.val_fraction=0.02 trainer.max_epochs=$(PRETRAIN_EPOCHS) \
-		hydra.sweep.dir=$$dir/pretrain && \
-	$(STUDY) experiment=transfer transfer.pretrain_dir=$$dir/pretrain seed=$(SEEDS) \
-		trainer.max_epochs=$(TRANSFER_EPOCHS) hydra.sweep.dir=$$dir/finetune $(ARGS) \
+		data.train_fraction=$(PRETRAIN_FRACTION) data.val_fraction=0.04 trainer.max_epochs=$(PRETRAIN_EPOCHS) \
+		$(PACK) hydra.sweep.dir=$$dir/pretrain && \
+	$(STUDY) experiment=transfer transfer.pretrain_dir=$$dir/pretrain seed=$(TRANSFER_SEEDS) \
+		data.train_fraction=$(TRANSFER_FRACTIONS) $(PACK) hydra.sweep.dir=$$dir/finetune $(ARGS) \
 		|| echo "some runs failed: listed in the report"; \
 	$(PY) -m vitlab.runs.report $$dir/finetune
 
