@@ -213,8 +213,9 @@ def answer_question(runs: list, question: dict, given: dict | None = None) -> An
     if "best" in question:  # the arm of highest mean against the runner-up, at `at`
         key = str(question["best"])
         values = {r.params.get(key) for r in runs if r.params.get(key) is not None}
+        # in name order, so that equal means rank by name (a set's order changes with the hash seed)
         means = {v: statistics.fmean(measured(r, measure) for r in side.values())
-                 for v in values if (side := _by_seed(runs, {**at, key: v}, measure))}
+                 for v in sorted(values, key=str) if (side := _by_seed(runs, {**at, key: v}, measure))}
         if len(means) < 2:
             return Answered(ask, key, None, f"fewer than two arms of {key} measured {measure}")
         first, second = sorted(means, key=means.get, reverse=True)[:2]
