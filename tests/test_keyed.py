@@ -44,3 +44,26 @@ def test_a_keyed_transform_ignores_and_keeps_the_global_generators():
     torch.manual_seed(0), random.seed(0)
     keyed[(2, 7)]
     assert torch.equal(torch.rand(1), expected_torch) and random.random() == expected_py
+
+
+def test_a_batch_of_keys_draws_what_its_keys_draw_one_at_a_time_and_plain_indices_still_draw_afresh():
+    # the DataLoader fetches a batch through __getitems__, forking the generators once around it
+    data = [(torch.arange(64, dtype=torch.uint8).view(1, 8, 8) + i, i) for i in range(6)]
+    keyed = KeyedTransform(data, v2.Compose([v2.RandomCrop(8, padding=3), v2.RandomHorizontalFlip()]),
+                           seed=5)
+    keys = [(i, 3) for i in (4, 0, 5, 2)]
+    torch.manual_seed(0), random.seed(0)
+    batch = keyed.__getitems__(keys)
+    after_torch, after_py = torch.rand(1), random.random()
+    torch.manual_seed(0), random.seed(0)
+    assert torch.equal(torch.rand(1), after_torch) and random.random() == after_py  # streams untouched
+    for (image, label), key in zip(batch, keys, strict=True):
+        one, one_label = keyed[key]
+        assert torch.equal(image, one) and label == one_label == key[0]
+    loader = torch.utils.data.DataLoader(keyed, batch_size=4, sampler=keys)
+    assert torch.equal(next(iter(loader))[0], torch.stack([image for image, _ in batch]))
+    # plain indices are transformed under the caller's streams, which move on from batch to
+    # batch (forked and restored around each batch, every batch would repeat the first's crops)
+    torch.manual_seed(1)
+    plain = [tuple(img.sum().item() for img, _ in keyed.__getitems__([2, 2, 2, 2])) for _ in range(3)]
+    assert len(set(plain)) == 3

@@ -3,9 +3,11 @@ throughput callback, compile without graph breaks. No test here times anything."
 
 from __future__ import annotations
 
+import ctypes
 import csv
 import functools
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -17,6 +19,7 @@ from torch.utils.data import Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.transforms import v2
 
+from vitlab.bench.fit import StepTimer
 from vitlab.data.datasets.digits import TensorImages
 from vitlab.data.device_augment import CropFlip, DeviceAugment, crop_flip, device_augment
 from vitlab.data.on_device import DeviceLoader, as_uint8
@@ -25,7 +28,7 @@ from vitlab.flops import forward_flops, matmul_macs, peak_tflops, vit_macs
 from vitlab.models import HybridEmbed, VisionTransformer
 from vitlab.models.pos_embed import Learned1d, Relative, RelativeBias, Rope2d
 from vitlab.runs.build_model import build_model
-from vitlab.training.train import fast_path, train
+from vitlab.training.train import NVML_CHECK, fast_path, skip_failing_nvml_probe, train
 
 
 @pytest.mark.parametrize("preset,gmacs", [("vit_tiny", 1.26), ("vit_small", 4.61), ("vit_base", 17.58)])
@@ -91,6 +94,16 @@ def test_bench_fit_times_vitlab_against_a_bare_loop(tmp_path):
     assert r["vitlab"]["images_per_s"] > 0 and r["bare"]["images_per_s"] > 0 and r["ratio"] > 0
     assert len(r["vitlab"]["rounds_ms"]) == len(r["bare"]["rounds_ms"]) == 2
     assert not list(tmp_path.glob("outputs")) and not list(tmp_path.glob("checkpoints"))
+
+
+def test_the_bench_step_timer_counts_steps_across_epochs():
+    # the digits' epoch is 45 batches of 32: steps=100 used to end with no time at all
+    timer = StepTimer(warmup=2, steps=5)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    for batch_idx in [0, 1, 2, 0, 1, 2, 0]:  # three epochs of three batches
+        assert timer.seconds is None
+        timer.on_train_batch_end(trainer, None, None, None, batch_idx)
+    assert timer.seconds is not None and timer.seconds >= 0
 
 
 @pytest.mark.slow
@@ -240,6 +253,9 @@ def test_training_with_the_on_device_loader_logs_throughput_and_mfu(compose_cfg,
     for key in ("perf/images_per_sec", "perf/step_time_s", "perf/tflops", "perf/mfu"):
         assert float(perf[-1][key]) > 0
     assert 0 <= float(perf[-1]["perf/data_frac"]) < 1
+    # written straight to the loggers, at the step and epoch Lightning files the loss under
+    loss_steps = {(r["step"], r["epoch"]) for r in rows if r.get("train/loss_step")}
+    assert {(r["step"], r["epoch"]) for r in perf} <= loss_steps and len(perf) >= len(loss_steps) - 2
 
 
 def test_fast_path_sets_tf32_on_cuda_and_fused_adamw_on_cpu_and_cuda():
@@ -285,3 +301,37 @@ def test_fullgraph_compile_trains_and_matches_eager(pos_embed):
     torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
     compiled(x).sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_no_optimiser_step_loads_a_driver_library_once_the_failing_nvml_probe_is_skipped(monkeypatch):
+    # Lightning's NVML-based CUDA check: without NVIDIA's driver torch loaded libnvidia-ml anew,
+    # and failed, at every optimiser step (0.2 ms of a CPU step)
+    loads = []
+    real_cdll = ctypes.CDLL
+    monkeypatch.setattr(ctypes, "CDLL", lambda name, *a, **k: loads.append(name) or real_cdll(name, *a, **k))
+    monkeypatch.setenv(NVML_CHECK, "1")
+    skip_failing_nvml_probe()
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(3, 4)).sum().backward()
+    loads.clear()
+    for _ in range(3):
+        opt.step()
+    assert loads == []
+    if torch.version.cuda and not torch.cuda.is_available():  # here: a CUDA build, no driver
+        assert torch.cuda.device_count() == 0
+
+
+def test_the_nvml_check_stays_where_nvidias_library_loads(monkeypatch):
+    if torch.version.cuda is None or torch.version.hip:
+        pytest.skip("a CUDA build of torch asks NVML")
+    monkeypatch.setattr(ctypes, "CDLL", lambda name, *a, **k: object())  # a driver is there
+    monkeypatch.setenv(NVML_CHECK, "1")
+    skip_failing_nvml_probe()
+    assert os.environ[NVML_CHECK] == "1"  # a GPU machine keeps the check that spares fork
+
+    def no_driver(name, *a, **k):
+        raise OSError(f"{name}: cannot open shared object file")
+    monkeypatch.setattr(ctypes, "CDLL", no_driver)
+    skip_failing_nvml_probe()
+    assert os.environ[NVML_CHECK] == "0"

@@ -58,17 +58,20 @@ def train_config(cfg: DictConfig, preset: str, out_dir: str, steps_per_round: in
 
 
 class StepTimer(L.Callback):
-    """Wall time from the end of step `warmup` to the end of step `warmup + steps`."""
+    """Wall time from the end of step `warmup` to the end of step `warmup + steps`, counted over
+    the run, not within an epoch (a small dataset's epoch may end before them)."""
 
     def __init__(self, warmup: int, steps: int):
         self.warmup, self.steps, self.seconds = warmup, steps, None
         self._t0 = 0.0
+        self._done = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if batch_idx + 1 in (self.warmup, self.warmup + self.steps):
+        self._done += 1
+        if self._done in (self.warmup, self.warmup + self.steps):
             sync(trainer.strategy.root_device)
             now = time.perf_counter()
-            if batch_idx + 1 == self.warmup:
+            if self._done == self.warmup:
                 self._t0 = now
             else:
                 self.seconds = now - self._t0

@@ -3,6 +3,7 @@ interruption (Ctrl-C, SIGTERM before pre-emption) saves a checkpoint to resume f
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -46,7 +47,8 @@ class FiniteLoss(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None:
+        # on a CPU the loss is read at once (it costs nothing) and only a bad one is kept
+        if loss is not None and (loss.device.type != "cpu" or not math.isfinite(loss.item())):
             self._record(trainer, loss.detach().double())
         if self._due(trainer):  # the same steps on every rank: the check is collective
             self._check(trainer)
@@ -72,6 +74,8 @@ class FiniteLoss(L.Callback):
     def _check(self, trainer) -> None:
         first = self._first_bad
         if first is None:
+            if trainer.world_size == 1:  # nothing bad kept, no one else to ask
+                return
             first = torch.full((3,), -1.0, dtype=torch.double, device=trainer.strategy.root_device)
         rank = 0
         if trainer.world_size > 1:  # decided across ranks: all stop at the same step, same line

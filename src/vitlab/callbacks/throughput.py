@@ -9,6 +9,10 @@ the end of a step (or of a pause) to the start of the next step is the data time
 for the loader, including an on-device loader's per-epoch work, and the loop's own overhead.
 On a GPU the host runs ahead of the device, so the device is synchronised at logging steps
 only: windows between two logging steps are exact, single steps are not.
+
+The values go straight to the loggers (internals.log_to_loggers), not through `self.log`: they
+are host floats that need no reduction over processes, and five `self.log` calls every
+`log_every_n_steps` cost the default CPU run about 1 % of its step.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import lightning as L
 import torch
 
 from ..flops import peak_tflops, train_flops
+from ..internals import log_to_loggers
 
 
 class Throughput(L.Callback):
@@ -72,9 +77,9 @@ class Throughput(L.Callback):
         w = self._window
         w[0], w[1], w[2], w[3] = w[0] + 1, w[1] + n, w[2] + wall, w[3] + data
         if log:
-            self._log(pl_module, batch[0])
+            self._log(trainer, pl_module, batch[0])
 
-    def _log(self, pl_module, images: torch.Tensor):
+    def _log(self, trainer, pl_module, images: torch.Tensor):
         steps, n, wall, data = self._window
         wall = max(wall, 1e-9)
         if self.flops_per_image is None:
@@ -89,5 +94,5 @@ class Throughput(L.Callback):
             metrics["perf/tflops"] = tflops
             if self.peak:
                 metrics["perf/mfu"] = tflops / self.peak
-        pl_module.log_dict(metrics, on_step=True, on_epoch=False)
+        log_to_loggers(trainer, metrics)
         self._window = [0, 0, 0.0, 0.0]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..callbacks.ema import EMA
+from ..internals import log_to_loggers
 from .metrics import epoch_mean
 from .optim import configure_optimizer
 
@@ -111,7 +112,9 @@ class BaseModule(L.LightningModule):
         precision plugin, which refuses optimisers that unscale inside their step (fused AdamW)
         under mixed precision. Under fp16 such an optimiser's gradients are still scaled at this
         point: unscale them first (the scaler then steps without scaling again). The norm
-        before clipping is logged as train/grad_norm; nothing here reads it back to the host."""
+        before clipping is logged as train/grad_norm at logging steps, straight to the loggers
+        (the same on every process: no reduction, and no `self.log` walk); only then is it
+        read back to the host."""
         if not gradient_clip_val:
             return
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -123,7 +126,7 @@ class BaseModule(L.LightningModule):
             return
         norm = torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
         if self._log_step_due():
-            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+            log_to_loggers(self.trainer, {"train/grad_norm": norm})
 
     def configure_callbacks(self):
         """The weight average (module.ema_decay): validation, test and best.ckpt use it. Once:

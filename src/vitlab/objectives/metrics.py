@@ -7,12 +7,13 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 
-def accuracy_metrics(num_classes: int, prefix: str, validate_args: bool = True) -> MetricCollection:
-    """Top-1 (and top-5 beyond 5 classes), micro-averaged. `validate_args=False` skips the
-    input checks, which read values back from the device: the training step must not wait."""
+def accuracy_metrics(num_classes: int, prefix: str, validate_args: bool = True,
+                     top5: bool = True) -> MetricCollection:
+    """Top-1 (and top-5 beyond 5 classes, unless `top5=False`), micro-averaged. `validate_args=False`
+    skips the input checks, which read values back from the device: the training step must not wait."""
     kw = dict(average="micro", validate_args=validate_args)
     metrics = {"acc": MulticlassAccuracy(num_classes, **kw)}
-    if num_classes > 5:
+    if top5 and num_classes > 5:
         metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, **kw)
     return MetricCollection(metrics, prefix=prefix)
 
