@@ -16,7 +16,7 @@ def test_a_removed_attribute_is_named_with_who_needs_it(monkeypatch):
     lost = internals.missing()
     assert len(lost) == 1
     assert lost[0].startswith("_TrainingEpochLoop._batches_that_stepped is gone in lightning ")
-    assert "callbacks/exact_resume.py, log_to_loggers: the logging step reads it (vitlab/internals.py)" in lost[0]
+    assert "exact_resume.py, log_to_loggers: the logging step reads it (vitlab/internals.py)" in lost[0]
 
 
 def _without_logging_step(init):

@@ -3,8 +3,8 @@ throughput callback, compile without graph breaks. No test here times anything."
 
 from __future__ import annotations
 
-import ctypes
 import csv
+import ctypes
 import functools
 import json
 import os

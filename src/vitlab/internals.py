@@ -17,7 +17,7 @@ from torchmetrics import Metric
 READS = {
     ("FitLoop", "_combined_loader"): "callbacks/exact_resume.py: rebuild the training loader after a restore",
     ("FitLoop", "restarted_mid_epoch"): "data/datamodule.py: where a resumed epoch starts",
-    ("_TrainingEpochLoop", "_batches_that_stepped"): "callbacks/exact_resume.py, log_to_loggers: the logging step",
+    ("_TrainingEpochLoop", "_batches_that_stepped"): "exact_resume.py, log_to_loggers: the logging step",
     ("_TrainingEpochLoop", "batch_progress.current.ready"): "data/: the batch being fetched",
     ("_TrainingEpochLoop", "batch_progress.current.processed"): "data/datamodule.py: the batches done",
     ("Trainer", "_accelerator_connector.cluster_environment"): "callbacks/requeue.py: SLURM",
