@@ -48,9 +48,9 @@ def logging_step(trainer) -> int:
 
 def log_to_loggers(trainer, values: dict) -> None:
     """Per-step values straight to the loggers, as Lightning's own callbacks log (the learning
-    rate): no `self.log`, whose walk over Lightning's result collection costs about 0.1 ms a
-    call, a measurable part of a small CPU step. For values that need no reduction over
-    processes or progress bar; rank zero only (each logger's log_metrics says so)."""
+    rate): no `self.log`, whose walk over Lightning's result collection is a measurable part
+    of a small CPU step. For values that need no reduction over processes or progress bar;
+    rank zero only (each logger's log_metrics says so)."""
     values = {k: float(v) for k, v in values.items()}
     values["epoch"] = trainer.current_epoch  # as Lightning adds to the values it logs
     for logger in trainer.loggers:

@@ -109,9 +109,9 @@ class KeyedTransform(Dataset):
 
     def __getitems__(self, keys: list) -> list:
         """A batch of keys at once (the DataLoader's batched fetch): the generators are saved
-        and restored once around the batch, not around every image (about 0.5 ms of a batch of
-        32 on a 2-core CPU); each image still draws under its own seed, so the values are those
-        of one key at a time. Plain indices draw from the caller's streams, so are not forked."""
+        and restored once around the batch, not around every image; each image still draws
+        under its own seed, so the values are those of one key at a time. Plain indices draw
+        from the caller's streams, so are not forked."""
         if not all(_keyed(key) for key in keys):
             return [self[key] for key in keys]
         state = random.getstate()

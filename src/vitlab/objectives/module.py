@@ -39,8 +39,8 @@ class ImageClassifier(BaseModule):
         freeze(model, freeze_layers, linear_probe)
         # class indices, or soft targets (B, C) from Mixup/CutMix; smoothing applies to both
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        # training top-1 only: a top-5 update costs about 0.1 ms a step (batch 32, one CPU
-        # thread), 0.5 % of the default run's step, for a value nothing reads
+        # training top-1 only: a top-5 update is most of the metrics' cost in every step
+        # (docs/guides/performance.md), for a value nothing reads
         self.train_metrics = accuracy_metrics(num_classes, "train/", validate_args=False, top5=False)
         self.val_metrics = accuracy_metrics(num_classes, "val/")
         self.test_metrics = accuracy_metrics(num_classes, "test/")

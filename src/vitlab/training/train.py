@@ -90,7 +90,7 @@ def skip_failing_nvml_probe() -> None:
     """Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so torch.cuda.is_available() asks NVML
     (which does not poison fork) before CUDA is initialised. torch's optimisers ask at every
     step, and on a machine without NVIDIA's driver torch then loads libnvidia-ml anew each time,
-    fails and falls back to the CUDA runtime's count (about 0.2 ms a step on a 2-core CPU).
+    fails and falls back to the CUDA runtime's count (docs/guides/performance.md times it).
     Where that library cannot load, ask the runtime directly: the same answer, without the
     failing load. Where it loads (a GPU machine), nothing changes."""
     if os.environ.get(NVML_CHECK) != "1" or torch.version.cuda is None or torch.version.hip:
